@@ -30,7 +30,7 @@ struct Tensor {
   int64_t numel() const { return shape_numel(shape); }
   size_t nbytes() const { return size_t(numel()) * dtype_size(dtype); }
   int64_t dim(int i) const { return shape.at(i < 0 ? shape.size() + i : i); }
-  bool defined() const { return data != nullptr || numel() == 0 && !shape.empty(); }
+  bool defined() const { return data != nullptr || (numel() == 0 && !shape.empty()); }
 
   template <class T> T* ptr() { return static_cast<T*>(data); }
   template <class T> const T* ptr() const { return static_cast<const T*>(data); }

@@ -1,0 +1,11 @@
+// dsa CLI subcommands; each file registers one with CLI11.
+#pragma once
+#include <CLI/CLI.hpp>
+
+namespace dsa::app {
+void add_run_command(CLI::App& app);
+void add_make_model_command(CLI::App& app);
+void add_inspect_command(CLI::App& app);
+}  // namespace dsa::app
+
+void add_tokenize_command(CLI::App& app);  // text/ (cmd_tokenize.cc)

@@ -1,0 +1,26 @@
+// dsa: command-line entry point.
+#include <cstdio>
+
+#include "app/commands.h"
+#include "base/error.h"
+
+int main(int argc, char** argv) {
+  CLI::App app{"dsa: DeepSeek Sparse Attention inference engine"};
+  app.require_subcommand(1);
+  dsa::app::add_run_command(app);
+  dsa::app::add_make_model_command(app);
+  dsa::app::add_inspect_command(app);
+  add_tokenize_command(app);
+  try {
+    app.parse(argc, argv);
+  } catch (const CLI::ParseError& e) {
+    return app.exit(e);
+  } catch (const dsa::Error& e) {
+    std::fprintf(stderr, "error: %s\n", e.what());
+    return 1;
+  } catch (const std::exception& e) {
+    std::fprintf(stderr, "error: %s\n", e.what());
+    return 1;
+  }
+  return 0;
+}

@@ -1,0 +1,157 @@
+// Model loading, sequence state, dumps and the whole-model forward (embed → layers → head).
+#include "model/model.h"
+
+#include <cmath>
+#include <filesystem>
+#include <fmt/format.h>
+
+#include "model/layer.h"
+
+namespace dsa {
+
+size_t SequenceState::bytes() const {
+  size_t b = 0;
+  for (auto& v : latent) b += v.size();
+  for (auto& v : index) b += v.size();
+  return b;
+}
+
+void Dump::add(const std::string& name, const Shape& row_shape, const float* data, int64_t rows) {
+  auto& [shape, vals] = entries_[name];
+  if (shape.empty()) {
+    shape = row_shape;
+    shape.insert(shape.begin(), 0);
+  }
+  DSA_CHECK(Shape(shape.begin() + 1, shape.end()) == row_shape, "dump {}: row shape changed", name);
+  shape[0] += rows;
+  vals.insert(vals.end(), data, data + rows * shape_numel(row_shape));
+}
+
+void Dump::add_ragged(const std::string& name, const float* data, int64_t len, float pad_value) {
+  ragged_[name].emplace_back(data, data + len);
+  // Materialise into entries_ with the current maximum length.
+  auto& rows = ragged_[name];
+  size_t width = 0;
+  for (auto& r : rows) width = std::max(width, r.size());
+  auto& [shape, vals] = entries_[name];
+  shape = {int64_t(rows.size()), int64_t(width)};
+  vals.assign(rows.size() * width, pad_value);
+  for (size_t i = 0; i < rows.size(); ++i) std::copy(rows[i].begin(), rows[i].end(), vals.begin() + i * width);
+}
+
+void Dump::write(const std::string& path) const {
+  std::vector<std::pair<std::string, Tensor>> out;
+  for (auto& [name, e] : entries_) {
+    const bool ids = name.find(".topk") != std::string::npos || name.find(".experts") != std::string::npos;
+    Tensor t = Tensor::empty(ids ? DType::I32 : DType::F32, e.first);
+    for (size_t i = 0; i < e.second.size(); ++i) {
+      if (ids) t.ptr<int32_t>()[i] = int32_t(e.second[i]);
+      else t.ptr<float>()[i] = e.second[i];
+    }
+    out.emplace_back(name, t);
+  }
+  write_safetensors(path, out, {{"dump_regex", pattern_}});
+}
+
+std::vector<float> yarn_inv_freq(const ModelConfig& c) {
+  const int64_t dim = c.qk_rope_head_dim;
+  std::vector<float> f(dim / 2);
+  for (int64_t i = 0; i < dim / 2; ++i)
+    f[i] = 1.0f / std::pow(float(c.rope_theta), float(2 * i) / float(dim));
+  if (c.yarn() && c.max_position_embeddings > c.original_max_position_embeddings) {
+    auto corr = [&](double rot) {
+      return dim * std::log(double(c.original_max_position_embeddings) / (rot * 2 * M_PI)) / (2 * std::log(c.rope_theta));
+    };
+    double low = std::max(std::floor(corr(c.beta_fast)), 0.0);
+    double high = std::min(std::ceil(corr(c.beta_slow)), double(dim - 1));
+    if (low == high) high += 0.001;
+    for (int64_t i = 0; i < dim / 2; ++i) {
+      float ramp = (float(i) - float(low)) / (float(high) - float(low));
+      ramp = std::clamp(ramp, 0.0f, 1.0f);
+      const float smooth = 1.0f - ramp;
+      f[i] = f[i] / float(c.rope_factor) * (1.0f - smooth) + f[i] * smooth;
+    }
+  }
+  return f;
+}
+
+std::unique_ptr<Model> Model::load(const std::string& dir, const ops::OpTable& ops,
+                                   const std::function<void(const std::string&)>& log) {
+  namespace fs = std::filesystem;
+  DSA_CHECK(fs::is_directory(dir), "model directory {} does not exist", dir);
+  auto m = std::make_unique<Model>();
+  m->cfg_ = ModelConfig::load(dir + "/config.json");
+  m->ckpt_ = Checkpoint::open(dir);
+  m->w_ = load_weights(m->ckpt_, m->cfg_, log);
+  m->ops_ = &ops;
+  for (auto& [n, e] : m->ckpt_.tensors()) m->weight_bytes_ += e.nbytes;
+  return m;
+}
+
+SequenceState Model::new_sequence() const {
+  SequenceState s;
+  s.latent_layout = {cfg_.kv_lora_rank, cfg_.qk_rope_head_dim};
+  s.index_row_bytes = cfg_.index_head_dim + 4;
+  s.latent.resize(cfg_.num_hidden_layers);
+  s.index.resize(cfg_.num_hidden_layers);
+  return s;
+}
+
+static void grow(SequenceState& s, int64_t need) {
+  if (need <= s.capacity) return;
+  int64_t cap = std::max<int64_t>(need, std::max<int64_t>(64, s.capacity * 2));
+  for (auto& v : s.latent) v.resize(size_t(cap * s.latent_layout.row_bytes()));
+  for (auto& v : s.index) v.resize(size_t(cap * s.index_row_bytes));
+  s.capacity = cap;
+}
+
+void Model::ensure_rope(int64_t n) {
+  const int64_t half = cfg_.qk_rope_head_dim / 2;
+  const int64_t have = int64_t(rope_cos_.size()) / half;
+  if (n <= have) return;
+  const std::vector<float> f = yarn_inv_freq(cfg_);
+  const int64_t cap = std::max<int64_t>(n, have * 2);
+  rope_cos_.resize(cap * half);
+  rope_sin_.resize(cap * half);
+  for (int64_t p = have; p < cap; ++p)
+    for (int64_t i = 0; i < half; ++i) {
+      const float theta = float(p) * f[i];  // fp32 angle, as torch.outer(int positions, fp32 freqs)
+      rope_cos_[p * half + i] = float(std::cos(double(theta)));
+      rope_sin_[p * half + i] = float(std::sin(double(theta)));
+    }
+}
+
+std::vector<float> Model::forward(SequenceState& st, const std::vector<int32_t>& tokens, const ForwardOptions& opt) {
+  const int64_t S = int64_t(tokens.size()), H = cfg_.hidden_size, V = cfg_.vocab_size;
+  DSA_CHECK(S > 0, "forward: no tokens");
+  for (int32_t t : tokens) DSA_CHECK(t >= 0 && t < V, "token id {} is outside the vocabulary [0, {})", t, V);
+  const int64_t start = st.len;
+  DSA_CHECK(start + S <= cfg_.max_position_embeddings, "sequence length {} exceeds max_position_embeddings {}",
+            start + S, cfg_.max_position_embeddings);
+  if (opt.replay) DSA_CHECK(int64_t(opt.replay->layers.size()) == cfg_.num_hidden_layers, "replay: wrong layer count");
+  grow(st, start + S);
+  ensure_rope(start + S);
+  if (opt.record) opt.record->layers.assign(cfg_.num_hidden_layers, {});
+
+  Tensor h = Tensor::empty(DType::BF16, {S, H});
+  for (int64_t s = 0; s < S; ++s)
+    std::copy(w_.embed.ptr<bf16>() + int64_t(tokens[s]) * H, w_.embed.ptr<bf16>() + (tokens[s] + 1) * H,
+              h.ptr<bf16>() + s * H);
+  Tensor residual;
+  LayerContext ctx{cfg_, *ops_, st, start, S, rope_cos_.data(), rope_sin_.data(), opt};
+  for (int64_t i = 0; i < cfg_.num_hidden_layers; ++i) run_layer(ctx, w_.layers[i], i, h, residual);
+
+  // Final norm (fused add) and fp32 LM head.
+  const int64_t rows = opt.all_logits ? S : 1, first = S - rows;
+  Tensor hn = Tensor::empty(DType::BF16, {S, H});
+  ops_->rms_norm({h.ptr<bf16>(), residual.ptr<bf16>(), w_.final_norm.ptr<float>(), hn.ptr<bf16>(), S, H,
+                  float(cfg_.rms_norm_eps)});
+  std::vector<float> x32(static_cast<size_t>(rows * H));
+  for (int64_t i = 0; i < rows * H; ++i) x32[i] = bf16_to_f32(hn.ptr<bf16>()[first * H + i]);
+  std::vector<float> logits(static_cast<size_t>(rows * V));
+  ops_->linear_f32({x32.data(), w_.lm_head.ptr<bf16>(), logits.data(), rows, V, H});
+  st.len = start + S;
+  return logits;
+}
+
+}  // namespace dsa

@@ -1,0 +1,94 @@
+// DeepSeek-V3.2 model: loaded weights, per-sequence state (latent + indexer caches) and the
+// forward pass of spec §4-§8 with true sparse attention. Ops come from an ops::OpTable.
+#pragma once
+#include <functional>
+#include <map>
+#include <memory>
+#include <regex>
+#include <string>
+#include <vector>
+
+#include "io/safetensors.h"
+#include "model/config.h"
+#include "model/weights.h"
+#include "ops/ops.h"
+
+namespace dsa {
+
+// Per-sequence caches, one pair per layer (spec §9, deployment layout):
+//   latent rows: [kv_lora fp8][kv_lora/128 fp32 power-of-two scales][rope bf16] (656 B at V3.2 dims)
+//   index rows:  [index_head_dim fp8][fp32 scale]                               (132 B)
+struct SequenceState {
+  ops::LatentLayout latent_layout{};
+  int64_t index_row_bytes = 0;
+  int64_t len = 0;       // tokens cached
+  int64_t capacity = 0;  // rows allocated
+  std::vector<std::vector<uint8_t>> latent;  // [layer][capacity * latent_layout.row_bytes()]
+  std::vector<std::vector<uint8_t>> index;   // [layer][capacity * index_row_bytes]
+  size_t bytes() const;
+};
+
+// Decisions of one forward call, per layer, one row per token of the call.
+struct LayerDecisions {
+  std::vector<int32_t> topk;     // [S, index_topk] ascending, -1 padded
+  std::vector<int32_t> experts;  // [S, num_experts_per_tok] ascending (MoE layers only)
+};
+struct Decisions {
+  std::vector<LayerDecisions> layers;
+};
+
+// Named intermediates selected by a regex; rows of successive calls are appended.
+class Dump {
+ public:
+  explicit Dump(const std::string& regex) : re_(regex), pattern_(regex) {}
+  bool wants(const std::string& name) const { return std::regex_search(name, re_); }
+  // Append rows [rows, row_elems...] of fp32 values; row_shape is the shape of one row.
+  void add(const std::string& name, const Shape& row_shape, const float* data, int64_t rows);
+  // Pads ragged rows (e.g. index scores of growing length) with pad_value to the longest.
+  void add_ragged(const std::string& name, const float* data, int64_t len, float pad_value);
+  void write(const std::string& path) const;  // safetensors, F32 (I32 for ids/decisions)
+  const std::map<std::string, std::pair<Shape, std::vector<float>>>& entries() const { return entries_; }
+
+ private:
+  std::regex re_;
+  std::string pattern_;
+  std::map<std::string, std::pair<Shape, std::vector<float>>> entries_;  // shape incl. rows
+  std::map<std::string, std::vector<std::vector<float>>> ragged_;
+};
+
+struct ForwardOptions {
+  bool all_logits = false;           // logits for every position (else only the last)
+  const Decisions* replay = nullptr; // use these top-k sets / expert choices instead of our own
+  Decisions* record = nullptr;       // receives our own decisions
+  Dump* dump = nullptr;
+};
+
+class Model {
+ public:
+  static std::unique_ptr<Model> load(const std::string& dir, const ops::OpTable& ops,
+                                     const std::function<void(const std::string&)>& log);
+  const ModelConfig& config() const { return cfg_; }
+  const ops::OpTable& ops() const { return *ops_; }
+  void set_ops(const ops::OpTable& ops) { ops_ = &ops; }
+
+  SequenceState new_sequence() const;
+  // Runs tokens at positions state.len .. state.len+S-1 (S > 1: prefill path, S == 1: decode
+  // path), appends them to the caches and returns logits [rows, vocab] (rows = S or 1).
+  std::vector<float> forward(SequenceState& state, const std::vector<int32_t>& tokens,
+                             const ForwardOptions& opt = {});
+  size_t weight_bytes() const { return weight_bytes_; }
+
+ private:
+  ModelConfig cfg_;
+  Checkpoint ckpt_;
+  ModelWeights w_;
+  const ops::OpTable* ops_ = nullptr;
+  std::vector<float> rope_cos_, rope_sin_;  // [max_pos, rope/2]
+  size_t weight_bytes_ = 0;
+  void ensure_rope(int64_t n);
+};
+
+// YaRN frequency table (spec §1.1): f'_i for i < rope_dim/2.
+std::vector<float> yarn_inv_freq(const ModelConfig& c);
+
+}  // namespace dsa

@@ -1,0 +1,176 @@
+// Checkpoint → ModelWeights, driven by the tensor table.
+#include "model/weights.h"
+
+#include <cmath>
+#include <fmt/format.h>
+#include <set>
+#include <unordered_map>
+
+#include "base/numeric.h"
+#include "model/tensor_table.h"
+
+namespace dsa {
+
+namespace {
+
+Tensor to_f32_vector(const Tensor& t) {
+  Tensor r = Tensor::empty(DType::F32, t.shape);
+  float* o = r.ptr<float>();
+  if (t.dtype == DType::F32) {
+    std::copy(t.ptr<float>(), t.ptr<float>() + t.numel(), o);
+  } else {
+    for (int64_t i = 0; i < t.numel(); ++i) o[i] = bf16_to_f32(t.ptr<bf16>()[i]);
+  }
+  return r;
+}
+
+class Loader {
+ public:
+  Loader(const Checkpoint& ckpt, const ModelConfig& cfg) : ckpt_(ckpt) {
+    for (auto& s : tensor_table(cfg, true)) specs_[s.name] = s;
+  }
+
+  Tensor get(const std::string& name) {
+    auto it = specs_.find(name);
+    DSA_CHECK(it != specs_.end(), "internal: {} is not in the tensor table", name);
+    const TensorSpec& spec = it->second;
+    Tensor t = fetch(name, spec.shape, spec.kind);
+    return t;
+  }
+
+  Fp8Matrix fp8(const std::string& name) {
+    const TensorSpec& spec = specs_.at(name);
+    Fp8Matrix m;
+    m.w = fetch(name, spec.shape, spec.kind);
+    m.out = spec.shape[0];
+    m.in = spec.shape[1];
+    const std::string sn = spec.scale_name();
+    m.s = fetch_exact(sn, spec.scale_shape(), DType::F32);
+    const float* s = m.s.ptr<float>();
+    for (int64_t i = 0; i < m.s.numel(); ++i)
+      DSA_CHECK(std::isfinite(s[i]) && s[i] > 0, "tensor {}: scale element {} is {} (must be finite and > 0)",
+                sn, i, s[i]);
+    return m;
+  }
+
+  // Every tensor in the checkpoint must be known; returns the names of MTP tensors (skipped).
+  std::vector<std::string> check_unexpected(const std::set<std::string>& used) {
+    std::vector<std::string> skipped;
+    std::set<std::string> known;
+    for (auto& [n, s] : specs_) {
+      known.insert(n);
+      if (s.kind == TensorKind::Fp8Matrix) known.insert(s.scale_name());
+    }
+    for (auto& [n, e] : ckpt_.tensors()) {
+      DSA_CHECK(known.count(n), "unexpected tensor {} {} {} in {} (not part of deepseek_v32 with this config)",
+                n, dtype_name(e.dtype), shape_str(e.shape), e.file);
+      if (!used.count(n)) skipped.push_back(n);
+    }
+    return skipped;
+  }
+
+  std::set<std::string> used;
+
+ private:
+  Tensor fetch(const std::string& name, const Shape& shape, TensorKind kind) {
+    const TensorEntry* e = ckpt_.find(name);
+    const DType want = TensorSpec{name, kind, shape}.dtype();
+    DSA_CHECK(e != nullptr, "missing tensor {} (expected {} {})", name, dtype_name(want), shape_str(shape));
+    DSA_CHECK(e->shape == shape, "tensor {} has shape {} but the config implies {}", name, shape_str(e->shape),
+              shape_str(shape));
+    bool ok = false;
+    switch (kind) {
+      case TensorKind::Fp8Matrix: ok = e->dtype == DType::F8_E4M3; break;
+      case TensorKind::Bf16Matrix: ok = e->dtype == DType::BF16; break;
+      // Norm and LayerNorm vectors: BF16 in DeepSeek's files; F32 accepted (k_norm's dtype is unverified).
+      case TensorKind::NormVector:
+      case TensorKind::F32Vector: ok = e->dtype == DType::BF16 || e->dtype == DType::F32; break;
+    }
+    DSA_CHECK(ok, "tensor {} has dtype {}, expected {}", name, dtype_name(e->dtype),
+              kind == TensorKind::NormVector || kind == TensorKind::F32Vector ? "F32 or BF16" : dtype_name(want));
+    used.insert(name);
+    Tensor t = ckpt_.get(name);
+    if (kind == TensorKind::NormVector || kind == TensorKind::F32Vector) {
+      t = to_f32_vector(t);
+      const float* v = t.ptr<float>();
+      for (int64_t i = 0; i < t.numel(); ++i)
+        DSA_CHECK(std::isfinite(v[i]), "tensor {}: element {} is not finite", name, i);
+    }
+    return t;
+  }
+
+  Tensor fetch_exact(const std::string& name, const Shape& shape, DType dtype) {
+    const TensorEntry* e = ckpt_.find(name);
+    DSA_CHECK(e != nullptr, "missing tensor {} (expected {} {})", name, dtype_name(dtype), shape_str(shape));
+    DSA_CHECK(e->shape == shape, "tensor {} has shape {} but the config implies {}", name, shape_str(e->shape),
+              shape_str(shape));
+    DSA_CHECK(e->dtype == dtype, "tensor {} has dtype {}, expected {}", name, dtype_name(e->dtype), dtype_name(dtype));
+    used.insert(name);
+    return ckpt_.get(name);
+  }
+
+  const Checkpoint& ckpt_;
+  std::unordered_map<std::string, TensorSpec> specs_;
+};
+
+Tensor dequant_bf16(const Fp8Matrix& m) {
+  Tensor r = Tensor::empty(DType::BF16, {m.out, m.in});
+  const int64_t kb = (m.in + 127) / 128;
+  for (int64_t i = 0; i < m.out; ++i)
+    for (int64_t j = 0; j < m.in; ++j) {
+      const float s = m.s.ptr<float>()[(i / 128) * kb + j / 128];
+      r.ptr<bf16>()[i * m.in + j] = f32_to_bf16(kFp8Table[m.w.ptr<uint8_t>()[i * m.in + j]] * s);
+    }
+  return r;
+}
+
+}  // namespace
+
+ModelWeights load_weights(const Checkpoint& ckpt, const ModelConfig& cfg,
+                          const std::function<void(const std::string&)>& log) {
+  Loader L(ckpt, cfg);
+  ModelWeights w;
+  w.embed = L.get("model.embed_tokens.weight");
+  w.final_norm = L.get("model.norm.weight");
+  w.lm_head = L.get("lm_head.weight");
+  for (int64_t i = 0; i < cfg.num_hidden_layers; ++i) {
+    const std::string p = fmt::format("model.layers.{}.", i);
+    LayerWeights l;
+    l.attn_norm = L.get(p + "input_layernorm.weight");
+    l.ffn_norm = L.get(p + "post_attention_layernorm.weight");
+    l.q_a = L.fp8(p + "self_attn.q_a_proj.weight");
+    l.q_norm = L.get(p + "self_attn.q_a_layernorm.weight");
+    l.q_b = L.fp8(p + "self_attn.q_b_proj.weight");
+    l.kv_a = L.fp8(p + "self_attn.kv_a_proj_with_mqa.weight");
+    l.kv_norm = L.get(p + "self_attn.kv_a_layernorm.weight");
+    l.kv_b = L.fp8(p + "self_attn.kv_b_proj.weight");
+    l.o = L.fp8(p + "self_attn.o_proj.weight");
+    l.wkv_b_bf16 = dequant_bf16(l.kv_b);
+    l.idx_wq_b = L.fp8(p + "self_attn.indexer.wq_b.weight");
+    l.idx_wk = L.fp8(p + "self_attn.indexer.wk.weight");
+    l.idx_k_norm_w = L.get(p + "self_attn.indexer.k_norm.weight");
+    l.idx_k_norm_b = L.get(p + "self_attn.indexer.k_norm.bias");
+    l.idx_weights_proj = L.get(p + "self_attn.indexer.weights_proj.weight");
+    l.moe = cfg.is_moe_layer(i);
+    auto mlp = [&](const std::string& q) {
+      return Mlp{L.fp8(q + "gate_proj.weight"), L.fp8(q + "up_proj.weight"), L.fp8(q + "down_proj.weight")};
+    };
+    if (!l.moe) {
+      l.dense = mlp(p + "mlp.");
+    } else {
+      l.gate_w = L.get(p + "mlp.gate.weight");
+      l.gate_bias = L.get(p + "mlp.gate.e_score_correction_bias");
+      for (int64_t e = 0; e < cfg.n_routed_experts; ++e) l.experts.push_back(mlp(p + fmt::format("mlp.experts.{}.", e)));
+      l.has_shared = cfg.n_shared_experts > 0;
+      if (l.has_shared) l.shared = mlp(p + "mlp.shared_experts.");
+    }
+    w.layers.push_back(std::move(l));
+  }
+  w.skipped = L.check_unexpected(L.used);
+  if (!w.skipped.empty())
+    log(fmt::format("skipped {} MTP tensors (model.layers.{}.*): speculative decoding is not implemented",
+                    w.skipped.size(), cfg.num_hidden_layers));
+  return w;
+}
+
+}  // namespace dsa

@@ -1,0 +1,57 @@
+// Model weights as loaded from a checkpoint: FP8 matrices stay FP8 (borrowed from the mapping),
+// norm vectors are converted to fp32 once, the absorbed-decode wkv_b is dequantised once.
+#pragma once
+#include <functional>
+#include <string>
+#include <vector>
+
+#include "base/tensor.h"
+#include "io/safetensors.h"
+#include "model/config.h"
+
+namespace dsa {
+
+struct Fp8Matrix {
+  Tensor w;  // F8_E4M3 [out, in]
+  Tensor s;  // F32 [ceil(out/128), ceil(in/128)] (weight_scale_inv)
+  int64_t out = 0, in = 0;
+};
+
+struct Mlp {  // SwiGLU: w2(silu(w1 x) * w3 x)
+  Fp8Matrix gate, up, down;
+};
+
+struct LayerWeights {
+  Tensor attn_norm, ffn_norm;      // F32 [H]
+  Fp8Matrix q_a, q_b, kv_a, kv_b, o;
+  Tensor q_norm, kv_norm;          // F32 [q_lora], [kv_lora]
+  Tensor wkv_b_bf16;               // BF16 [heads*(nope+v), kv_lora] (dequantised kv_b, decode path)
+  // Indexer.
+  Fp8Matrix idx_wq_b, idx_wk;
+  Tensor idx_k_norm_w, idx_k_norm_b;  // F32 [index_head_dim]
+  Tensor idx_weights_proj;            // BF16 [index_n_heads, H]
+  // Feed-forward.
+  bool moe = false;
+  Mlp dense;                // !moe
+  Tensor gate_w;            // BF16 [E, H]
+  Tensor gate_bias;         // F32 [E]
+  std::vector<Mlp> experts; // [E]
+  bool has_shared = false;
+  Mlp shared;
+};
+
+struct ModelWeights {
+  Tensor embed;     // BF16 [V, H]
+  Tensor final_norm;// F32 [H]
+  Tensor lm_head;   // BF16 [V, H]
+  std::vector<LayerWeights> layers;
+  std::vector<std::string> skipped;  // tensors recognised and deliberately not loaded (MTP)
+};
+
+// Loads and checks every tensor of the table. A missing, unexpected, mis-typed or mis-shaped
+// tensor, or a non-finite / non-positive scale, throws dsa::Error naming the tensor.
+// `log` receives one-line notes (e.g. the skipped MTP tensors).
+ModelWeights load_weights(const Checkpoint& ckpt, const ModelConfig& cfg,
+                          const std::function<void(const std::string&)>& log);
+
+}  // namespace dsa

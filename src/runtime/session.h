@@ -1,0 +1,45 @@
+// A generation session over one sequence: chunked prefill, decode loop, sampling, stop tokens,
+// timing. Public entry point for the CLI (and later the server).
+#pragma once
+#include <chrono>
+#include <functional>
+#include <vector>
+
+#include "model/model.h"
+#include "runtime/sampler.h"
+
+namespace dsa {
+
+struct GenerateOptions {
+  int64_t max_new_tokens = 32;
+  int64_t prefill_chunk = 0;       // 0 = whole prompt in one piece
+  SamplingParams sampling;
+  std::vector<int32_t> stop_ids;   // generation ends after emitting one of these
+  Dump* dump = nullptr;
+};
+
+struct GenerateStats {
+  int64_t prompt_tokens = 0, generated = 0;
+  double prefill_s = 0, decode_s = 0;
+  double prefill_tok_s() const { return prefill_s > 0 ? prompt_tokens / prefill_s : 0; }
+  double decode_tok_s() const { return decode_s > 0 ? generated / decode_s : 0; }
+};
+
+class Session {
+ public:
+  explicit Session(Model& m) : m_(m), st_(m.new_sequence()) {}
+  // Feeds the prompt (in chunks of prefill_chunk), then samples up to max_new_tokens tokens;
+  // on_token is called for each generated token and may return false to stop early.
+  std::vector<int32_t> generate(const std::vector<int32_t>& prompt, const GenerateOptions& opt,
+                                const std::function<bool(int32_t)>& on_token, GenerateStats* stats);
+  const SequenceState& state() const { return st_; }
+
+ private:
+  Model& m_;
+  SequenceState st_;
+};
+
+// Peak resident set size of this process in bytes (from /proc/self/status VmHWM).
+size_t peak_rss_bytes();
+
+}  // namespace dsa
