@@ -7,18 +7,22 @@
 #include <string>
 #include <vector>
 
+#include "base/mmap_file.h"
 #include "base/tensor.h"
 
 namespace dsa {
 
 struct TensorEntry {
   std::string name;
-  DType dtype;
+  DType dtype = DType::F32;
   Shape shape;
   const uint8_t* data = nullptr;  // inside the mapping
   size_t nbytes = 0;
   std::string file;               // which file holds it
 };
+
+// Largest JSON header accepted (bytes); a larger length field means a corrupt file.
+inline constexpr uint64_t kMaxSafetensorsHeader = 100ull << 20;
 
 // One mapped .safetensors file.
 class SafetensorsFile {
@@ -32,8 +36,7 @@ class SafetensorsFile {
  private:
   SafetensorsFile() = default;
   std::string path_;
-  void* map_ = nullptr;
-  size_t size_ = 0;
+  MmapFile map_;
   std::map<std::string, TensorEntry> tensors_;
   std::map<std::string, std::string> metadata_;
 };
@@ -58,5 +61,10 @@ class Checkpoint {
 void write_safetensors(const std::string& path,
                        const std::vector<std::pair<std::string, Tensor>>& tensors,
                        const std::map<std::string, std::string>& metadata = {});
+
+// Throws a dsa::Error naming the tensor and the first flat index holding NaN or ±inf.
+// The tensor must be F32 (e.g. the fp32 block scales of FP8 weights).
+void check_finite_f32(const TensorEntry& e);
+void check_finite_f32(const std::string& name, const Tensor& t);
 
 }  // namespace dsa
