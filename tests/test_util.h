@@ -19,5 +19,6 @@ double max_abs(const float* x, size_t n);
 
 std::vector<float> to_f32(const Tensor& t);      // F32/BF16/I32 tensor → floats
 std::vector<int32_t> to_i32(const Tensor& t);    // I32 tensor
+std::string sha256_file(const std::string& path); // lowercase hex
 
 }  // namespace dsa::test

@@ -1,0 +1,74 @@
+// Reference act_quant, fp8 block GEMM and fp32 linear (spec §3.1, §3.2, §4 LM head, §7 step 8).
+#include <algorithm>
+#include <cmath>
+#include <vector>
+
+#include "ops/ref/ref_util.h"
+
+namespace dsa::ops::ref {
+
+void act_quant(const ActQuant& p) {
+  DSA_CHECK(p.M > 0 && p.K > 0, "act_quant: bad dims M={} K={}", p.M, p.K);
+  DSA_CHECK(p.x && p.q && p.s, "act_quant: null pointer");
+  const int64_t nb = ceil_div(p.K, kBlock);
+  for (int64_t m = 0; m < p.M; ++m) {
+    const bf16* x = p.x + m * p.K;
+    fp8* q = p.q + m * p.K;
+    for (int64_t b = 0; b < nb; ++b) {
+      const int64_t k0 = b * kBlock, k1 = std::min(p.K, k0 + kBlock);
+      float amax = 0.0f;
+      for (int64_t k = k0; k < k1; ++k) amax = std::fmax(amax, std::fabs(ld(x[k])));
+      const float s = ue8m0_scale_for_amax(std::fmax(amax, 1e-4f));
+      p.s[m * nb + b] = s;
+      for (int64_t k = k0; k < k1; ++k) {
+        float v = ld(x[k]) / s;
+        if (v > 448.0f) v = 448.0f;
+        if (v < -448.0f) v = -448.0f;
+        q[k] = f32_to_fp8(v);
+      }
+    }
+  }
+}
+
+void fp8_gemm(const Fp8Gemm& p) {
+  DSA_CHECK(p.M > 0 && p.N > 0 && p.K > 0, "fp8_gemm: bad dims M={} N={} K={}", p.M, p.N, p.K);
+  DSA_CHECK(p.ldy >= p.N, "fp8_gemm: ldy={} < N={}", p.ldy, p.N);
+  DSA_CHECK(p.a && p.a_s && p.w && p.w_s && p.y, "fp8_gemm: null pointer");
+  const int64_t nb = ceil_div(p.K, kBlock);
+  std::vector<float> a(size_t(p.M * p.K)), w(size_t(p.K));
+  for (int64_t i = 0; i < p.M * p.K; ++i) a[size_t(i)] = kFp8Table[p.a[i]];
+  for (int64_t n = 0; n < p.N; ++n) {
+    for (int64_t k = 0; k < p.K; ++k) w[size_t(k)] = kFp8Table[p.w[n * p.K + k]];
+    const float* ws = p.w_s + (n / kBlock) * nb;
+    for (int64_t m = 0; m < p.M; ++m) {
+      const float* am = a.data() + m * p.K;
+      const float* as = p.a_s + m * nb;
+      float acc = 0.0f;
+      for (int64_t b = 0; b < nb; ++b) {
+        const int64_t k0 = b * kBlock, k1 = std::min(p.K, k0 + kBlock);
+        float dot = 0.0f;
+        for (int64_t k = k0; k < k1; ++k) dot += am[k] * w[size_t(k)];
+        const float scale = as[b] * ws[b];
+        acc += dot * scale;
+      }
+      p.y[m * p.ldy + n] = st(acc);
+    }
+  }
+}
+
+void linear_f32(const LinearF32& p) {
+  DSA_CHECK(p.M > 0 && p.N > 0 && p.K > 0, "linear_f32: bad dims M={} N={} K={}", p.M, p.N, p.K);
+  DSA_CHECK(p.x && p.w && p.y, "linear_f32: null pointer");
+  std::vector<double> w(size_t(p.K));
+  for (int64_t n = 0; n < p.N; ++n) {
+    for (int64_t k = 0; k < p.K; ++k) w[size_t(k)] = ld(p.w[n * p.K + k]);
+    for (int64_t m = 0; m < p.M; ++m) {
+      const float* x = p.x + m * p.K;
+      double acc = 0.0;
+      for (int64_t k = 0; k < p.K; ++k) acc += double(x[k]) * w[size_t(k)];
+      p.y[m * p.N + n] = float(acc);
+    }
+  }
+}
+
+}  // namespace dsa::ops::ref

@@ -1,0 +1,44 @@
+// Declarations and small helpers shared by the scalar reference ops (ops/ref/*.cc).
+// Included last in each file: it also turns off FMA contraction so rounding matches the spec.
+#pragma once
+#include <cstdint>
+#include <cstring>
+
+#include "base/error.h"
+#include "base/numeric.h"
+#include "ops/ops.h"
+
+#if defined(__clang__)
+#pragma STDC FP_CONTRACT OFF
+#elif defined(__GNUC__)
+#pragma GCC optimize("fp-contract=off")
+#endif
+
+namespace dsa::ops::ref {
+
+void act_quant(const ActQuant& p);
+void fp8_gemm(const Fp8Gemm& p);
+void linear_f32(const LinearF32& p);
+void rms_norm(const RmsNorm& p);
+void layer_norm(const LayerNorm& p);
+void rope(const Rope& p);
+void hadamard(const Hadamard& p);
+void indexer_logits(const IndexerLogits& p);
+void topk(const TopK& p);
+void sparse_mha_prefill(const SparseMhaPrefill& p);
+void sparse_mla_decode(const SparseMlaDecode& p);
+void head_matmul(const HeadMatmul& p);
+void moe_gate(const MoeGate& p);
+void silu_mul(const SiluMul& p);
+
+inline float ld(bf16 v) {
+  return bf16_to_f32(v);
+}
+inline bf16 st(float f) {
+  return f32_to_bf16(f);
+}
+
+// p = bf16(softmax(score[0:n])) with fp32 max / exp / sum; scores are already bf16-valued.
+void softmax_bf16(float* score, int64_t n);
+
+}  // namespace dsa::ops::ref

@@ -1,0 +1,27 @@
+// The reference op table: every entry points at the scalar implementation in ops/ref.
+#include "ops/ref/ref_util.h"
+
+namespace dsa::ops {
+
+const OpTable& ref_ops() {
+  static const OpTable table = {
+      "ref",
+      &ref::act_quant,
+      &ref::fp8_gemm,
+      &ref::linear_f32,
+      &ref::rms_norm,
+      &ref::layer_norm,
+      &ref::rope,
+      &ref::hadamard,
+      &ref::indexer_logits,
+      &ref::topk,
+      &ref::sparse_mha_prefill,
+      &ref::sparse_mla_decode,
+      &ref::head_matmul,
+      &ref::moe_gate,
+      &ref::silu_mul,
+  };
+  return table;
+}
+
+}  // namespace dsa::ops
