@@ -1,0 +1,87 @@
+// Tokenizer discovery and prompt building from plain text or a messages JSON file.
+#include "text/chat_input.h"
+
+#include <cstdlib>
+#include <filesystem>
+#include <fstream>
+#include <sstream>
+
+#include "base/error.h"
+#include "text/chat_encoding.h"
+
+
+namespace dsa::text {
+
+namespace {
+
+// The repository root: from this source file's location (compile-time), else the current directory.
+std::filesystem::path repo_root() {
+  std::filesystem::path here(__FILE__);
+  if (here.is_absolute()) return here.parent_path().parent_path().parent_path();
+  return std::filesystem::current_path();
+}
+
+}  // namespace
+
+std::string default_tokenizer_path(const std::string& model_dir) {
+  std::vector<std::string> tried;
+  if (const char* env = std::getenv("DSA_TOKENIZER"); env != nullptr && *env != '\0') {
+    DSA_CHECK(std::filesystem::exists(env), "DSA_TOKENIZER={} does not exist", env);
+    return env;
+  }
+  tried.push_back("$DSA_TOKENIZER (unset)");
+  const auto repo = repo_root() / "third_party" / "tokenizer" / "tokenizer.json";
+  if (std::filesystem::exists(repo)) return repo.string();
+  tried.push_back(repo.string());
+  if (!model_dir.empty()) {
+    const auto m = std::filesystem::path(model_dir) / "tokenizer.json";
+    if (std::filesystem::exists(m)) return m.string();
+    tried.push_back(m.string());
+  }
+  std::string list;
+  for (const auto& t : tried) list += "\n  " + t;
+  DSA_FAIL("no tokenizer.json found (run scripts/fetch_tokenizer.sh or pass --tokenizer); looked at:{}", list);
+}
+
+std::vector<int32_t> encode_prompt(const Tokenizer& tok, const std::string& user_text, bool thinking) {
+  OrderedJson msgs = OrderedJson::array();
+  msgs.push_back({{"role", "user"}, {"content", user_text}});
+  return tok.encode(encode_messages(msgs, {.thinking = thinking}));
+}
+
+std::string messages_json_to_prompt(const std::string& json_text, bool thinking) {
+  OrderedJson j;
+  try {
+    j = OrderedJson::parse(json_text);
+  } catch (const std::exception& e) {
+    DSA_FAIL("messages file is not valid JSON: {}", e.what());
+  }
+  OrderedJson msgs;
+  if (j.is_array()) {
+    msgs = j;
+  } else if (j.is_object() && j.contains("messages")) {
+    msgs = j["messages"];
+    if (j.contains("tools")) msgs = attach_tools(msgs, j["tools"]);
+  } else {
+    DSA_FAIL("messages JSON must be a list of messages or an object with a 'messages' list");
+  }
+  return encode_messages(msgs, {.thinking = thinking});
+}
+
+std::vector<int32_t> encode_messages_json(const Tokenizer& tok, const std::string& json_text, bool thinking) {
+  return tok.encode(messages_json_to_prompt(json_text, thinking));
+}
+
+std::vector<int32_t> encode_messages_file(const Tokenizer& tok, const std::string& json_path, bool thinking) {
+  std::ifstream f(json_path, std::ios::binary);
+  DSA_CHECK(f.good(), "cannot open messages file '{}'", json_path);
+  std::stringstream ss;
+  ss << f.rdbuf();
+  try {
+    return encode_messages_json(tok, ss.str(), thinking);
+  } catch (const dsa::Error& e) {
+    throw dsa::Error(json_path + ": " + e.what());
+  }
+}
+
+}  // namespace dsa::text
