@@ -5,6 +5,8 @@
 
 #include "app/commands.h"
 #include "runtime/session.h"
+#include "text/chat_input.h"
+#include "text/completion_parser.h"
 
 namespace dsa::app {
 
@@ -31,7 +33,8 @@ std::vector<int32_t> parse_ids(const std::string& s) {
 }
 
 struct RunArgs {
-  std::string model, prompt_ids, dump_regex, dump_file = "dump.safetensors";
+  std::string model, prompt_ids, prompt, messages, tokenizer, dump_regex, dump_file = "dump.safetensors";
+  bool thinking = false;
   int64_t n = 32, chunk = 0;
   SamplingParams sampling;
   bool reference = false, ignore_eos = false;
@@ -43,7 +46,13 @@ void add_run_command(CLI::App& app) {
   auto a = std::make_shared<RunArgs>();
   auto* cmd = app.add_subcommand("run", "Generate from a prompt");
   cmd->add_option("-m,--model", a->model, "Model directory (config.json + safetensors)")->required();
-  cmd->add_option("--prompt-ids", a->prompt_ids, "Prompt as comma-separated token ids")->required();
+  auto* ids = cmd->add_option("--prompt-ids", a->prompt_ids, "Prompt as comma-separated token ids");
+  auto* txt = cmd->add_option("--prompt", a->prompt, "A user message (encoded with the V3.2 chat template)");
+  auto* msg = cmd->add_option("--messages", a->messages, "A JSON file of chat messages (optionally with tools)");
+  ids->excludes(txt)->excludes(msg);
+  txt->excludes(msg);
+  cmd->add_flag("--thinking", a->thinking, "Thinking mode (the prompt ends in <think>); default chat mode");
+  cmd->add_option("--tokenizer", a->tokenizer, "tokenizer.json (default: $DSA_TOKENIZER, third_party/tokenizer, or the model dir)");
   cmd->add_option("-n,--max-tokens", a->n, "Tokens to generate")->check(CLI::Range(int64_t(0), int64_t(1) << 30));
   cmd->add_option("--temperature", a->sampling.temperature, "0 = greedy");
   cmd->add_option("--top-k", a->sampling.top_k, "Keep the k most likely tokens (0 = off)");
@@ -60,7 +69,19 @@ void add_run_command(CLI::App& app) {
     auto model = Model::load(a->model, ops, log);
     log(fmt::format("loaded {} ({} layers, {:.1f} MB of weights), ops: {}", a->model, model->config().num_hidden_layers,
                     model->weight_bytes() / 1e6, ops.name));
-    const std::vector<int32_t> prompt = parse_ids(a->prompt_ids);
+    DSA_CHECK(!a->prompt_ids.empty() || !a->prompt.empty() || !a->messages.empty(),
+              "give a prompt: --prompt-ids, --prompt or --messages");
+    std::unique_ptr<text::Tokenizer> tok;
+    std::vector<int32_t> prompt;
+    if (!a->prompt_ids.empty()) {
+      prompt = parse_ids(a->prompt_ids);
+    } else {
+      const std::string path = a->tokenizer.empty() ? text::default_tokenizer_path(a->model) : a->tokenizer;
+      tok = std::make_unique<text::Tokenizer>(text::Tokenizer::from_file(path));
+      prompt = a->prompt.empty() ? text::encode_messages_file(*tok, a->messages, a->thinking)
+                                 : text::encode_prompt(*tok, a->prompt, a->thinking);
+      log(fmt::format("prompt: {} tokens ({} mode)", prompt.size(), a->thinking ? "thinking" : "chat"));
+    }
     GenerateOptions go;
     go.max_new_tokens = a->n;
     go.prefill_chunk = a->chunk;
@@ -77,10 +98,25 @@ void add_run_command(CLI::App& app) {
     }
     Session session(*model);
     GenerateStats st;
-    std::vector<int32_t> out = session.generate(prompt, go, nullptr, &st);
+    std::unique_ptr<text::IncrementalDecoder> stream;
+    if (tok) stream = std::make_unique<text::IncrementalDecoder>(*tok);
+    auto on_token = [&](int32_t t) {
+      if (stream) {
+        fmt::print("{}", stream->push(t));
+        std::fflush(stdout);
+      }
+      return true;
+    };
+    std::vector<int32_t> out = session.generate(prompt, go, on_token, &st);
+    if (stream) {
+      fmt::print("{}\n", stream->flush());
+      const std::string completion = tok->decode(out);
+      const auto parsed = text::parse_completion(completion, a->thinking);
+      if (!parsed.ok) log(fmt::format("the completion is not a well-formed V3.2 message: {}", parsed.error));
+    }
     std::string ids;
     for (size_t i = 0; i < out.size(); ++i) ids += (i ? "," : "") + std::to_string(out[i]);
-    fmt::print("{}\n", ids);
+    fmt::print("{}{}\n", stream ? "ids: " : "", ids);
     fmt::print(stderr, "prefill: {} tokens in {:.3f} s ({:.1f} tok/s)\n", st.prompt_tokens, st.prefill_s, st.prefill_tok_s());
     fmt::print(stderr, "decode:  {} tokens in {:.3f} s ({:.1f} tok/s)\n", st.generated, st.decode_s, st.decode_tok_s());
     fmt::print(stderr, "peak memory: {:.1f} MB (KV caches {:.2f} MB)\n", peak_rss_bytes() / 1e6,
