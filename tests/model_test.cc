@@ -50,12 +50,17 @@ TEST(Model, ChunkedPrefillWithoutDecodeStepIsBitIdentical) {
   }
   ASSERT_EQ(chunked.size(), one.size());
   EXPECT_EQ(0, std::memcmp(chunked.data(), one.data(), one.size() * sizeof(float)));
-  // The caches are identical too.
-  for (int64_t l = 0; l < m->config().num_hidden_layers; ++l) {
-    const size_t lb = size_t(st1.latent_layout.row_bytes()) * 120, ib = size_t(st1.index_row_bytes) * 120;
-    EXPECT_EQ(0, std::memcmp(st1.latent[l].data(), st2.latent[l].data(), lb));
-    EXPECT_EQ(0, std::memcmp(st1.index[l].data(), st2.index[l].data(), ib));
-  }
+  // The caches are identical too (both sequences live in the model's KV pool, different pages).
+  KvCache& kv = st1.kv();
+  const int64_t lb = kv.latent_layout().row_bytes(), ps = kv.page_size(), D = kv.index_dim();
+  for (int64_t l = 0; l < m->config().num_hidden_layers; ++l)
+    for (int64_t t = 0; t < 120; ++t) {
+      EXPECT_EQ(0, std::memcmp(kv.latent(l) + st1.row(t) * lb, kv.latent(l) + st2.row(t) * lb, size_t(lb)));
+      const uint8_t* a = kv.index(l) + st1.pages()[t / ps] * kv.index_page_bytes();
+      const uint8_t* b = kv.index(l) + st2.pages()[t / ps] * kv.index_page_bytes();
+      EXPECT_EQ(0, std::memcmp(a + (t % ps) * D, b + (t % ps) * D, size_t(D)));
+      EXPECT_EQ(0, std::memcmp(a + ps * D + 4 * (t % ps), b + ps * D + 4 * (t % ps), 4));
+    }
 }
 
 // Decode after prefill vs prefill of everything, with the one-piece run's decisions replayed.
@@ -121,12 +126,12 @@ TEST(Model, SparseAttentionReadsOnlySelectedRows) {
   const auto p = prompt(200, int(c.vocab_size), 5);
   auto st = m->new_sequence();
   m->forward(st, p);
-  SequenceState probe = st;
+  SequenceState probe = st.fork();  // shares the full pages, copies the partial last one
   Decisions d;
   ForwardOptions fo;
   fo.record = &d;
   const auto clean = m->forward(probe, {42}, fo);
-  const int64_t rb = st.latent_layout.row_bytes();
+  const int64_t rb = st.kv().latent_layout().row_bytes();
   int64_t poisoned = 0;
   for (int64_t l = 0; l < c.num_hidden_layers; ++l) {
     std::vector<bool> keep(201, false);
@@ -134,7 +139,7 @@ TEST(Model, SparseAttentionReadsOnlySelectedRows) {
       if (t >= 0) keep[t] = true;
     for (int64_t t = 0; t < 200; ++t)
       if (!keep[t]) {
-        std::memset(st.latent[l].data() + t * rb, 0x7f, size_t(rb));  // fp8 NaN, NaN scales, NaN rope
+        std::memset(st.kv().latent(l) + st.row(t) * rb, 0x7f, size_t(rb));  // fp8 NaN, NaN scales, NaN rope
         ++poisoned;
       }
   }

@@ -376,44 +376,53 @@ TEST(Hadamard, MatchesTorchAndIsInvolution) {
 }
 
 // ---------------------------------------------------------------- indexer logits, top-k
-TEST(IndexerLogits, CloseToDoubleWithMaskedTail) {
+TEST(IndexerLogits, CloseToDoubleWithMaskedTailOverPages) {
   Rng rng(8);
-  const int64_t S = 4, H = 5, D = 64, N = 23, kst = 80, kss = 2;
+  const int64_t S = 4, H = 5, D = 64, N = 23, ps = 4, npages = 9;  // 6 pages needed, 3 unused
   std::vector<fp8> q, kq;
   std::vector<float> qs, ks0;
   quantise(rng.bf16s(size_t(S * H * D)), S * H, D, q, qs);
   quantise(rng.bf16s(size_t(N * D)), N, D, kq, ks0);
-  std::vector<fp8> k(size_t(N * kst), 0x7f);  // padding bytes are NaN codes: must not be read
-  for (int64_t s = 0; s < N; ++s) std::copy_n(kq.begin() + s * D, D, k.begin() + s * kst);
-  std::vector<float> k_s(size_t(N * kss));
-  for (int64_t s = 0; s < N; ++s) k_s[size_t(s * kss)] = ks0[size_t(s)];
+  // Pages in shuffled order; unused pages hold NaN codes and NaN scales: must not be read.
+  const int32_t order[6] = {7, 2, 5, 0, 8, 3};
+  const int64_t pb = ps * (D + 4);
+  std::vector<uint8_t> pool(size_t(npages * pb), 0x7f);
+  for (int64_t s = 0; s < N; ++s) {
+    uint8_t* base = pool.data() + order[s / ps] * pb;
+    std::copy_n(kq.begin() + s * D, D, base + (s % ps) * D);
+    std::memcpy(base + ps * D + 4 * (s % ps), &ks0[size_t(s)], 4);
+  }
+  // Row 1 uses its own table (a copy), the others share row 0's via stride; test both.
+  std::vector<int32_t> bt(size_t(S * 6));
+  for (int64_t r = 0; r < S; ++r) std::copy_n(order, 6, bt.begin() + r * 6);
   auto w = rng.floats(size_t(S * H));  // signed weights
   std::vector<int32_t> end = {0, 1, 17, int32_t(N)};
-  std::vector<float> out(size_t(S * N), 123.0f);
-  R.indexer_logits(
-      {q.data(), w.data(), k.data(), k_s.data(), end.data(), out.data(), S, H, D, N, kst, kss});
-  for (int64_t t = 0; t < S; ++t)
-    for (int64_t s = 0; s < N; ++s) {
-      const float got = out[size_t(t * N + s)];
-      if (s >= end[size_t(t)]) {
-        EXPECT_EQ(got, kNegInf);
-        continue;
-      }
-      double ref = 0, mag = 0;
-      for (int64_t h = 0; h < H; ++h) {
-        double dot = 0, dmag = 0;
-        for (int64_t d = 0; d < D; ++d) {
-          const double pr = double(fp8_to_f32(q[size_t((t * H + h) * D + d)])) *
-                            fp8_to_f32(kq[size_t(s * D + d)]);
-          dot += pr, dmag += std::fabs(pr);
+  for (int64_t stride : {int64_t(0), int64_t(6)}) {
+    std::vector<float> out(size_t(S * N), 123.0f);
+    R.indexer_logits({q.data(), w.data(), {pool.data(), bt.data(), stride, ps, D, npages}, end.data(), out.data(), S, H, N});
+    for (int64_t t = 0; t < S; ++t)
+      for (int64_t s = 0; s < N; ++s) {
+        const float got = out[size_t(t * N + s)];
+        if (s >= end[size_t(t)]) {
+          EXPECT_EQ(got, kNegInf);
+          continue;
         }
-        ref += w[size_t(t * H + h)] * std::max(dot, 0.0);
-        mag += std::fabs(w[size_t(t * H + h)]) * dmag;
+        double ref = 0, mag = 0;
+        for (int64_t h = 0; h < H; ++h) {
+          double dot = 0, dmag = 0;
+          for (int64_t d = 0; d < D; ++d) {
+            const double pr = double(fp8_to_f32(q[size_t((t * H + h) * D + d)])) *
+                              fp8_to_f32(kq[size_t(s * D + d)]);
+            dot += pr, dmag += std::fabs(pr);
+          }
+          ref += w[size_t(t * H + h)] * std::max(dot, 0.0);
+          mag += std::fabs(w[size_t(t * H + h)]) * dmag;
+        }
+        // fp32 dot (D terms), weighted head sum (H terms), k_s product: (D + H + 2) 2^-24 Σ|w||q k|.
+        const double tol = double(D + H + 2) * kF32Eps * mag * ks0[size_t(s)];
+        EXPECT_NEAR(got, ref * ks0[size_t(s)], tol) << t << " " << s;
       }
-      // fp32 dot (D terms), weighted head sum (H terms), k_s product: (D + H + 2) 2^-24 Σ|w||q k|.
-      const double tol = double(D + H + 2) * kF32Eps * mag * k_s[size_t(s * kss)];
-      EXPECT_NEAR(got, ref * k_s[size_t(s * kss)], tol) << t << " " << s;
-    }
+  }
 }
 
 std::vector<std::set<int32_t>> run_topk(const std::vector<float>& sc,

@@ -15,8 +15,8 @@ std::vector<int32_t> run_indexer(const LayerContext& ctx, const LayerWeights& w,
                                  const Tensor& qr, const std::vector<int32_t>& pos) {
   const ModelConfig& c = ctx.cfg;
   const ops::OpTable& ops = ctx.ops;
+  const Model::Rows& rows = ctx.rows;
   const int64_t S = ctx.S, H = c.hidden_size, ih = c.index_n_heads, D = c.index_head_dim, R = c.qk_rope_head_dim;
-  const int64_t end = ctx.start + S;
   // q = wq_b(qr) → [S, ih, D]; RoPE (half-split) on dims 0..R-1 of each head.
   Tensor q = Tensor::empty(DType::BF16, {S, ih, D});
   fp8_linear(ops, qr.ptr<bf16>(), S, w.idx_wq_b, q.ptr<bf16>(), ih * D);
@@ -38,12 +38,14 @@ std::vector<int32_t> run_indexer(const LayerContext& ctx, const LayerWeights& w,
   std::vector<fp8> k8(static_cast<size_t>(S * D));
   std::vector<float> ks(static_cast<size_t>(S));
   ops.act_quant({k.ptr<bf16>(), k8.data(), ks.data(), S, D});
-  const int64_t rb = ctx.st.index_row_bytes;
-  uint8_t* cache = ctx.st.index[layer].data();
+  KvCache& kv = *rows.kv;
+  const int64_t ps = kv.page_size(), pb = kv.index_page_bytes();
+  uint8_t* pool = kv.index(layer);
   for (int64_t s = 0; s < S; ++s) {
-    uint8_t* row = cache + (ctx.start + s) * rb;
-    std::copy(k8.begin() + s * D, k8.begin() + (s + 1) * D, row);
-    std::memcpy(row + D, &ks[s], 4);
+    const int64_t page = rows.write_row[s] / ps, slot = rows.write_row[s] % ps;
+    uint8_t* base = pool + page * pb;
+    std::copy(k8.begin() + s * D, k8.begin() + (s + 1) * D, base + slot * D);
+    std::memcpy(base + ps * D + 4 * slot, &ks[s], 4);
   }
   // Head weights: fp32 weights_proj(fp32 x) * ih^-0.5, then * q_scale * D^-0.5 (left to right).
   std::vector<float> x32(static_cast<size_t>(S * H));
@@ -54,15 +56,16 @@ std::vector<int32_t> run_indexer(const LayerContext& ctx, const LayerWeights& w,
   for (int64_t i = 0; i < S * ih; ++i) wts[i] = (wts[i] * head_scale) * qs[i] * soft;
   if (ctx.opt.dump && ctx.opt.dump->wants(fmt::format("l{}.indexer.weights", layer)))
     ctx.opt.dump->add(fmt::format("l{}.indexer.weights", layer), {ih}, wts.data(), S);
-  // Scores over the visible keys 0..start+s, then top-k.
+  // Scores over the visible keys 0..pos, then top-k.
   std::vector<int32_t> ends(static_cast<size_t>(S));
-  for (int64_t s = 0; s < S; ++s) ends[s] = int32_t(ctx.start + s + 1);
+  int64_t end = 0;
+  for (int64_t s = 0; s < S; ++s) end = std::max<int64_t>(end, ends[s] = pos[s] + 1);
   std::vector<float> scores(static_cast<size_t>(S * end));
-  ops.indexer_logits({q8.data(), wts.data(), cache, reinterpret_cast<const float*>(cache + D), ends.data(),
-                      scores.data(), S, ih, D, end, rb, rb / 4});
+  ops.indexer_logits({q8.data(), wts.data(), {pool, rows.block_table.data(), rows.maxb, ps, D, kv.capacity()},
+                      ends.data(), scores.data(), S, ih, end});
   const std::string sname = fmt::format("l{}.index_scores", layer);
   if (ctx.opt.dump && ctx.opt.dump->wants(sname))
-    for (int64_t s = 0; s < S; ++s) ctx.opt.dump->add_ragged(sname, scores.data() + s * end, end, -INFINITY);
+    for (int64_t s = 0; s < S; ++s) ctx.opt.dump->add_ragged(sname, scores.data() + s * end, ends[s], -INFINITY);
   const int64_t K = c.index_topk;
   std::vector<int32_t> idx(static_cast<size_t>(S * K));
   ops.topk({scores.data(), ends.data(), idx.data(), S, end, K});
@@ -76,10 +79,10 @@ Tensor run_attention(const LayerContext& ctx, const LayerWeights& w, int64_t lay
   const ops::OpTable& ops = ctx.ops;
   const int64_t S = ctx.S, H = c.hidden_size, nh = c.num_attention_heads;
   const int64_t nope = c.qk_nope_head_dim, R = c.qk_rope_head_dim, dqk = c.qk_head_dim(), dv = c.v_head_dim;
-  const int64_t L = c.kv_lora_rank, end = ctx.start + S;
+  const int64_t L = c.kv_lora_rank;
   const float eps = float(c.rms_norm_eps);
-  std::vector<int32_t> pos(static_cast<size_t>(S));
-  for (int64_t s = 0; s < S; ++s) pos[s] = int32_t(ctx.start + s);
+  const Model::Rows& rows = ctx.rows;
+  const std::vector<int32_t>& pos = rows.pos;
 
   // Queries: qr = q_norm(wq_a(x)); q = wq_b(qr) [S, nh, dqk], interleaved RoPE on dims nope..dqk.
   Tensor qa = Tensor::empty(DType::BF16, {S, c.q_lora_rank});
@@ -102,14 +105,14 @@ Tensor run_attention(const LayerContext& ctx, const LayerWeights& w, int64_t lay
   ops.rms_norm({craw.ptr<bf16>(), nullptr, w.kv_norm.ptr<float>(), cn.ptr<bf16>(), S, L, eps});
   ops.rope({kv.ptr<bf16>(), pos.data(), ctx.rope_cos, ctx.rope_sin, S, 1, L + R, L, R, true});
   // FP8 round trip of the latent = the cache write (spec §5 step 5, §9 layout).
-  const ops::LatentLayout lay = ctx.st.latent_layout;
+  const ops::LatentLayout lay = rows.kv->latent_layout();
   const int64_t lb = lay.row_bytes(), nsb = ops::ceil_div(L, ops::kBlock);
   std::vector<fp8> c8(static_cast<size_t>(S * L));
   std::vector<float> cs(static_cast<size_t>(S * nsb));
   ops.act_quant({cn.ptr<bf16>(), c8.data(), cs.data(), S, L});
-  uint8_t* lcache = ctx.st.latent[layer].data();
+  uint8_t* lcache = rows.kv->latent(layer);
   for (int64_t s = 0; s < S; ++s) {
-    uint8_t* row = lcache + (ctx.start + s) * lb;
+    uint8_t* row = lcache + rows.write_row[s] * lb;
     std::copy(c8.begin() + s * L, c8.begin() + (s + 1) * L, row);
     std::memcpy(row + lay.scale_off(), cs.data() + s * nsb, size_t(4 * nsb));
     std::memcpy(row + lay.rope_off(), kv.ptr<bf16>() + s * (L + R) + L, size_t(2 * R));
@@ -142,20 +145,23 @@ Tensor run_attention(const LayerContext& ctx, const LayerWeights& w, int64_t lay
     for (int64_t s = 0; s < S; ++s)
       for (int64_t j = 0; j < K; ++j) {
         const int32_t t = r[s * K + j];
-        DSA_CHECK(t < 0 || t <= ctx.start + s, "replay: layer {} query {} selects future key {}", layer, ctx.start + s, t);
+        DSA_CHECK(t < 0 || t <= pos[s], "replay: layer {} query {} selects future key {}", layer, pos[s], t);
       }
     idx = r;
   }
 
   const float scale = float(c.softmax_scale());
   Tensor o = Tensor::empty(DType::BF16, {S, nh, dv});
-  if (S > 1) {
-    // MHA path (spec §6.1): per-head k_nope and v from wkv_b over the cached latents. The cache
-    // holds exactly act_quant(c), so it feeds the FP8 GEMM directly (re-quantising is lossless).
+  if (rows.mha) {
+    // MHA path (spec §6.1): per-head k_nope and v from wkv_b over the cached latents of keys
+    // 0..end-1. The cache holds exactly act_quant(c), so it feeds the FP8 GEMM directly
+    // (re-quantising is lossless).
+    const SequenceState& seq = *rows.seqs[0];
+    const int64_t end = pos[S - 1] + 1;
     std::vector<fp8> a8(static_cast<size_t>(end * L));
     std::vector<float> as(static_cast<size_t>(end * nsb));
     for (int64_t t = 0; t < end; ++t) {
-      const uint8_t* row = lcache + t * lb;
+      const uint8_t* row = lcache + seq.row(t) * lb;
       std::copy(row, row + L, a8.begin() + t * L);
       std::memcpy(as.data() + t * nsb, row + lay.scale_off(), size_t(4 * nsb));
     }
@@ -165,7 +171,7 @@ Tensor run_attention(const LayerContext& ctx, const LayerWeights& w, int64_t lay
     Tensor k = Tensor::empty(DType::BF16, {end, nh, dqk});
     Tensor v = Tensor::empty(DType::BF16, {end, nh, dv});
     for (int64_t t = 0; t < end; ++t) {
-      const bf16* pe = reinterpret_cast<const bf16*>(lcache + t * lb + lay.rope_off());
+      const bf16* pe = reinterpret_cast<const bf16*>(lcache + seq.row(t) * lb + lay.rope_off());
       for (int64_t hh = 0; hh < nh; ++hh) {
         const bf16* src = kvb.ptr<bf16>() + (t * nh + hh) * (nope + dv);
         bf16* kd = k.ptr<bf16>() + (t * nh + hh) * dqk;
@@ -184,9 +190,16 @@ Tensor run_attention(const LayerContext& ctx, const LayerWeights& w, int64_t lay
     Tensor q_pe = Tensor::empty(DType::BF16, {S, nh, R});
     for (int64_t i = 0; i < S * nh; ++i)
       std::copy(q.ptr<bf16>() + i * dqk + nope, q.ptr<bf16>() + (i + 1) * dqk, q_pe.ptr<bf16>() + i * R);
+    // Selected positions → physical cache rows (each row's own sequence).
+    std::vector<int32_t> phys(idx.size());
+    for (int64_t s = 0; s < S; ++s)
+      for (int64_t j = 0; j < K; ++j) {
+        const int32_t t = idx[s * K + j];
+        phys[s * K + j] = t < 0 ? -1 : int32_t(rows.seqs[s]->row(t));
+      }
     Tensor o_lat = Tensor::empty(DType::BF16, {S, nh, L});
-    ops.sparse_mla_decode({q_abs.ptr<bf16>(), q_pe.ptr<bf16>(), lcache, idx.data(), o_lat.ptr<bf16>(), S, nh, end, K,
-                           lay, scale});
+    ops.sparse_mla_decode({q_abs.ptr<bf16>(), q_pe.ptr<bf16>(), lcache, phys.data(), o_lat.ptr<bf16>(), S, nh,
+                           rows.kv->capacity() * rows.kv->page_size(), K, lay, scale});
     ops.head_matmul({o_lat.ptr<bf16>(), wkv + nope * L, o.ptr<bf16>(), S, nh, L, dv, nh * L, L, (nope + dv) * L, L, true});
   }
   dump_bf16(ctx, layer, "attn_o", o.ptr<bf16>(), {nh * dv});

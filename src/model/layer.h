@@ -5,12 +5,24 @@
 
 namespace dsa {
 
+// The token rows of one forward call: either S tokens of one sequence (prefill, mha = true when
+// S > 1) or one token of each of S sequences (batched decode).
+struct Model::Rows {
+  std::vector<SequenceState*> seqs;    // [S]
+  std::vector<int32_t> pos;            // [S] absolute position of each row
+  bool mha = false;                    // MHA prefill path (S > 1 tokens of seqs[0])
+  KvCache* kv = nullptr;
+  int64_t maxb = 0;                    // block-table width
+  std::vector<int32_t> block_table;    // [S, maxb] page ids of each row's sequence
+  std::vector<int64_t> write_row;      // [S] physical latent row of each new token
+};
+
 struct LayerContext {
   const ModelConfig& cfg;
   const ops::OpTable& ops;
-  SequenceState& st;
-  int64_t start, S;          // positions start .. start+S-1
-  const float* rope_cos;     // [>= start+S, rope/2]
+  Model::Rows& rows;
+  int64_t S;
+  const float* rope_cos;     // [>= max position + 1, rope/2]
   const float* rope_sin;
   const ForwardOptions& opt;
 };

@@ -9,13 +9,6 @@
 
 namespace dsa {
 
-size_t SequenceState::bytes() const {
-  size_t b = 0;
-  for (auto& v : latent) b += v.size();
-  for (auto& v : index) b += v.size();
-  return b;
-}
-
 void Dump::add(const std::string& name, const Shape& row_shape, const float* data, int64_t rows) {
   auto& [shape, vals] = entries_[name];
   if (shape.empty()) {
@@ -88,21 +81,9 @@ std::unique_ptr<Model> Model::load(const std::string& dir, const ops::OpTable& o
   return m;
 }
 
-SequenceState Model::new_sequence() const {
-  SequenceState s;
-  s.latent_layout = {cfg_.kv_lora_rank, cfg_.qk_rope_head_dim};
-  s.index_row_bytes = cfg_.index_head_dim + 4;
-  s.latent.resize(cfg_.num_hidden_layers);
-  s.index.resize(cfg_.num_hidden_layers);
-  return s;
-}
-
-static void grow(SequenceState& s, int64_t need) {
-  if (need <= s.capacity) return;
-  int64_t cap = std::max<int64_t>(need, std::max<int64_t>(64, s.capacity * 2));
-  for (auto& v : s.latent) v.resize(size_t(cap * s.latent_layout.row_bytes()));
-  for (auto& v : s.index) v.resize(size_t(cap * s.index_row_bytes));
-  s.capacity = cap;
+SequenceState Model::new_sequence() {
+  if (!own_kv_) own_kv_ = std::make_shared<KvCache>(cfg_);
+  return SequenceState(own_kv_);
 }
 
 void Model::ensure_rope(int64_t n) {
@@ -122,15 +103,56 @@ void Model::ensure_rope(int64_t n) {
 }
 
 std::vector<float> Model::forward(SequenceState& st, const std::vector<int32_t>& tokens, const ForwardOptions& opt) {
-  const int64_t S = int64_t(tokens.size()), H = cfg_.hidden_size, V = cfg_.vocab_size;
+  const int64_t S = int64_t(tokens.size());
   DSA_CHECK(S > 0, "forward: no tokens");
+  Rows rows;
+  rows.seqs.assign(size_t(S), &st);
+  for (int64_t s = 0; s < S; ++s) rows.pos.push_back(int32_t(st.len + s));
+  rows.mha = S > 1;
+  return run(rows, tokens, opt);
+}
+
+std::vector<float> Model::forward_decode(const std::vector<SequenceState*>& seqs, const std::vector<int32_t>& tokens,
+                                         const ForwardOptions& opt) {
+  DSA_CHECK(!seqs.empty() && seqs.size() == tokens.size(), "forward_decode: {} sequences for {} tokens", seqs.size(),
+            tokens.size());
+  Rows rows;
+  rows.seqs = seqs;
+  for (size_t i = 0; i < seqs.size(); ++i) {
+    DSA_CHECK(&seqs[i]->kv() == &seqs[0]->kv(), "forward_decode: sequences use different KV caches");
+    for (size_t j = 0; j < i; ++j) DSA_CHECK(seqs[j] != seqs[i], "forward_decode: a sequence appears twice");
+    rows.pos.push_back(int32_t(seqs[i]->len));
+  }
+  rows.mha = false;
+  return run(rows, tokens, opt);
+}
+
+std::vector<float> Model::run(Rows& rows, const std::vector<int32_t>& tokens, const ForwardOptions& opt) {
+  const int64_t S = int64_t(tokens.size()), H = cfg_.hidden_size, V = cfg_.vocab_size;
   for (int32_t t : tokens) DSA_CHECK(t >= 0 && t < V, "token id {} is outside the vocabulary [0, {})", t, V);
-  const int64_t start = st.len;
-  DSA_CHECK(start + S <= cfg_.max_position_embeddings, "sequence length {} exceeds max_position_embeddings {}",
-            start + S, cfg_.max_position_embeddings);
+  int64_t max_end = 0;
+  for (int64_t s = 0; s < S; ++s) max_end = std::max<int64_t>(max_end, rows.pos[s] + 1);
+  DSA_CHECK(max_end <= cfg_.max_position_embeddings, "sequence length {} exceeds max_position_embeddings {}", max_end,
+            cfg_.max_position_embeddings);
   if (opt.replay) DSA_CHECK(int64_t(opt.replay->layers.size()) == cfg_.num_hidden_layers, "replay: wrong layer count");
-  grow(st, start + S);
-  ensure_rope(start + S);
+  // Pages for the new tokens (throws "KV cache full" before anything is written).
+  if (rows.mha || S == 1) {
+    rows.seqs[0]->reserve(S);
+  } else {
+    for (auto* q : rows.seqs) q->reserve(1);
+  }
+  KvCache& kv = rows.seqs[0]->kv();
+  rows.kv = &kv;
+  // Block tables [S, maxb] and physical rows of the new tokens.
+  const int64_t ps = kv.page_size();
+  rows.maxb = (max_end + ps - 1) / ps;
+  rows.block_table.assign(size_t(S * rows.maxb), 0);
+  for (int64_t s = 0; s < S; ++s) {
+    const auto& pg = rows.seqs[s]->pages();
+    std::copy(pg.begin(), pg.begin() + (rows.pos[s] + ps) / ps, rows.block_table.begin() + s * rows.maxb);
+    rows.write_row.push_back(rows.seqs[s]->row(rows.pos[s]));
+  }
+  ensure_rope(max_end);
   if (opt.record) opt.record->layers.assign(cfg_.num_hidden_layers, {});
 
   Tensor h = Tensor::empty(DType::BF16, {S, H});
@@ -138,19 +160,20 @@ std::vector<float> Model::forward(SequenceState& st, const std::vector<int32_t>&
     std::copy(w_.embed.ptr<bf16>() + int64_t(tokens[s]) * H, w_.embed.ptr<bf16>() + (tokens[s] + 1) * H,
               h.ptr<bf16>() + s * H);
   Tensor residual;
-  LayerContext ctx{cfg_, *ops_, st, start, S, rope_cos_.data(), rope_sin_.data(), opt};
+  LayerContext ctx{cfg_, *ops_, rows, S, rope_cos_.data(), rope_sin_.data(), opt};
   for (int64_t i = 0; i < cfg_.num_hidden_layers; ++i) run_layer(ctx, w_.layers[i], i, h, residual);
 
   // Final norm (fused add) and fp32 LM head.
-  const int64_t rows = opt.all_logits ? S : 1, first = S - rows;
+  const int64_t nrows = (opt.all_logits || !rows.mha) ? S : 1, first = S - nrows;
   Tensor hn = Tensor::empty(DType::BF16, {S, H});
   ops_->rms_norm({h.ptr<bf16>(), residual.ptr<bf16>(), w_.final_norm.ptr<float>(), hn.ptr<bf16>(), S, H,
                   float(cfg_.rms_norm_eps)});
-  std::vector<float> x32(static_cast<size_t>(rows * H));
-  for (int64_t i = 0; i < rows * H; ++i) x32[i] = bf16_to_f32(hn.ptr<bf16>()[first * H + i]);
-  std::vector<float> logits(static_cast<size_t>(rows * V));
-  ops_->linear_f32({x32.data(), w_.lm_head.ptr<bf16>(), logits.data(), rows, V, H});
-  st.len = start + S;
+  std::vector<float> x32(static_cast<size_t>(nrows * H));
+  for (int64_t i = 0; i < nrows * H; ++i) x32[i] = bf16_to_f32(hn.ptr<bf16>()[first * H + i]);
+  std::vector<float> logits(static_cast<size_t>(nrows * V));
+  ops_->linear_f32({x32.data(), w_.lm_head.ptr<bf16>(), logits.data(), nrows, V, H});
+  if (rows.mha || S == 1) rows.seqs[0]->len += S;
+  else for (auto* q : rows.seqs) q->len += 1;
   return logits;
 }
 

@@ -10,23 +10,11 @@
 
 #include "io/safetensors.h"
 #include "model/config.h"
+#include "model/kv_cache.h"
 #include "model/weights.h"
 #include "ops/ops.h"
 
 namespace dsa {
-
-// Per-sequence caches, one pair per layer (spec §9, deployment layout):
-//   latent rows: [kv_lora fp8][kv_lora/128 fp32 power-of-two scales][rope bf16] (656 B at V3.2 dims)
-//   index rows:  [index_head_dim fp8][fp32 scale]                               (132 B)
-struct SequenceState {
-  ops::LatentLayout latent_layout{};
-  int64_t index_row_bytes = 0;
-  int64_t len = 0;       // tokens cached
-  int64_t capacity = 0;  // rows allocated
-  std::vector<std::vector<uint8_t>> latent;  // [layer][capacity * latent_layout.row_bytes()]
-  std::vector<std::vector<uint8_t>> index;   // [layer][capacity * index_row_bytes]
-  size_t bytes() const;
-};
 
 // Decisions of one forward call, per layer, one row per token of the call.
 struct LayerDecisions {
@@ -71,12 +59,19 @@ class Model {
   const ops::OpTable& ops() const { return *ops_; }
   void set_ops(const ops::OpTable& ops) { ops_ = &ops; }
 
-  SequenceState new_sequence() const;
+  // A sequence in the model's own growable KV cache (single-sequence use).
+  SequenceState new_sequence();
   // Runs tokens at positions state.len .. state.len+S-1 (S > 1: prefill path, S == 1: decode
   // path), appends them to the caches and returns logits [rows, vocab] (rows = S or 1).
   std::vector<float> forward(SequenceState& state, const std::vector<int32_t>& tokens,
                              const ForwardOptions& opt = {});
+  // One decode step for several sequences at once (continuous batching): token i goes to seqs[i]
+  // (each takes the decode path, as if fed alone). Returns logits [n, vocab]. The sequences must
+  // use the same KvCache. Decisions/dumps have one row per sequence.
+  std::vector<float> forward_decode(const std::vector<SequenceState*>& seqs, const std::vector<int32_t>& tokens,
+                                    const ForwardOptions& opt = {});
   size_t weight_bytes() const { return weight_bytes_; }
+  struct Rows;  // the token rows of one call (model/layer.h)
 
  private:
   ModelConfig cfg_;
@@ -84,6 +79,8 @@ class Model {
   ModelWeights w_;
   const ops::OpTable* ops_ = nullptr;
   std::vector<float> rope_cos_, rope_sin_;  // [max_pos, rope/2]
+  std::shared_ptr<KvCache> own_kv_;
+  std::vector<float> run(Rows& rows, const std::vector<int32_t>& tokens, const ForwardOptions& opt);
   size_t weight_bytes_ = 0;
   void ensure_rope(int64_t n);
 };

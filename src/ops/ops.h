@@ -80,17 +80,27 @@ struct Hadamard {
   int64_t M, n;
 };
 
+// Paged indexer key cache: page p holds page_size keys as [page_size * D fp8][page_size fp32
+// scales] (132 B per key at D = 128), so a page's FP8 block is contiguous for vector loads.
+struct IndexPages {
+  const uint8_t* pool;         // [num_pages, page_bytes()]
+  const int32_t* block_table;  // [rows, bt_stride] page ids; row r's key s is in page
+                               // block_table[r*bt_stride + s/page_size], slot s % page_size
+  int64_t bt_stride;           // 0 = every row uses the same table
+  int64_t page_size, D, num_pages;
+  int64_t page_bytes() const { return page_size * (D + 4); }
+};
+
 // Indexer logits (spec §3.8): out[t,s] = k_s[s] * Σ_h w[t,h] * max(0, Σ_d q[t,h,d]*k[s,d]),
-// fp32 dot of the fp8 values, for s < end[t]; out[t,s] = -inf for end[t] <= s < N.
-// Keys are rows of a cache: k row s at k + s*k_stride bytes, its scale at k_s[s].
+// fp32 dot of the fp8 values, heads summed in increasing h, for s < end[t];
+// out[t,s] = -inf for end[t] <= s < N. Keys of query row t come from its row of the block table.
 struct IndexerLogits {
   const fp8* q;          // [S, H, D]
   const float* w;        // [S, H]
-  const fp8* k;          // [N, k_stride bytes], first D bytes used
-  const float* k_s;      // [N] (stride k_s_stride floats)
+  IndexPages k;
   const int32_t* end;    // [S] number of visible keys of each query
   float* out;            // [S, N]
-  int64_t S, H, D, N, k_stride, k_s_stride;
+  int64_t S, H, N;
 };
 
 // Top-k selection per row over out[t, 0:end[t]]: the min(k, end[t]) largest scores (any order
@@ -105,7 +115,8 @@ struct TopK {
 // Sparse MHA-mode prefill attention (spec §6.1) over the selected keys of each query:
 //   score = bf16(bf16(q·k) * scale) for each selected key (fp32 dot over d_qk);
 //   p = bf16(softmax(score)) (fp32 inside); o = bf16(Σ p·v) (fp32 accumulate).
-// idx[s, j] < 0 means "no key". Keys/values are per head.
+// idx[s, j] < 0 means "no key"; a row with no key at all gets o = 0 (the model never makes one:
+// every query sees at least itself). Keys/values are per head.
 struct SparseMhaPrefill {
   const bf16* q;        // [S, H, d_qk]
   const bf16* k;        // [T, H, d_qk]
@@ -128,6 +139,7 @@ struct LatentLayout {
 // Sparse absorbed-mode decode attention (spec §6.2) for S query tokens over latent rows:
 //   score_t = bf16( bf16( bf16(q_abs·c_t) + bf16(q_pe·pe_t) ) * scale ) for each selected t,
 //   p = bf16(softmax(score)), o_lat = bf16(Σ p·c_t) (fp32 accumulate).
+// idx holds physical rows of the (paged) pool, -1 = no key; a row with no key gets zeros.
 struct SparseMlaDecode {
   const bf16* q_abs;     // [S, H, kv_lora]
   const bf16* q_pe;      // [S, H, rope]

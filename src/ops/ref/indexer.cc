@@ -1,6 +1,7 @@
 // Reference lightning-indexer logits (spec §3.8) and the per-row top-k selection (spec §7 step 10).
 #include <algorithm>
 #include <cmath>
+#include <cstring>
 #include <limits>
 #include <vector>
 
@@ -9,35 +10,36 @@
 namespace dsa::ops::ref {
 
 void indexer_logits(const IndexerLogits& p) {
-  DSA_CHECK(p.S > 0 && p.H > 0 && p.D > 0 && p.N > 0,
-            "indexer_logits: bad dims S={} H={} D={} N={}", p.S, p.H, p.D, p.N);
-  DSA_CHECK(p.k_stride >= p.D && p.k_s_stride >= 1,
-            "indexer_logits: k_stride={} < D={} or k_s_stride={}", p.k_stride, p.D, p.k_s_stride);
-  DSA_CHECK(p.q && p.w && p.k && p.k_s && p.end && p.out, "indexer_logits: null pointer");
-  int64_t max_end = 0;
-  for (int64_t t = 0; t < p.S; ++t) {
-    DSA_CHECK(p.end[t] >= 0 && p.end[t] <= p.N, "indexer_logits: end[{}]={} outside [0, {}]", t,
-              p.end[t], p.N);
-    max_end = std::max<int64_t>(max_end, p.end[t]);
-  }
-  std::vector<float> k(size_t(max_end * p.D)), q(size_t(p.H * p.D));
-  for (int64_t s = 0; s < max_end; ++s)
-    for (int64_t d = 0; d < p.D; ++d) k[size_t(s * p.D + d)] = kFp8Table[p.k[s * p.k_stride + d]];
+  const IndexPages& kp = p.k;
+  const int64_t D = kp.D;
+  DSA_CHECK(p.S > 0 && p.H > 0 && D > 0 && p.N > 0 && kp.page_size > 0 && kp.num_pages > 0,
+            "indexer_logits: bad dims S={} H={} D={} N={} page_size={} num_pages={}", p.S, p.H, D, p.N,
+            kp.page_size, kp.num_pages);
+  DSA_CHECK(p.q && p.w && kp.pool && kp.block_table && p.end && p.out, "indexer_logits: null pointer");
   const float ninf = -std::numeric_limits<float>::infinity();
+  std::vector<float> q(static_cast<size_t>(p.H * D)), k(static_cast<size_t>(D));
   for (int64_t t = 0; t < p.S; ++t) {
-    for (int64_t i = 0; i < p.H * p.D; ++i) q[size_t(i)] = kFp8Table[p.q[t * p.H * p.D + i]];
+    DSA_CHECK(p.end[t] >= 0 && p.end[t] <= p.N, "indexer_logits: end[{}]={} outside [0, {}]", t, p.end[t], p.N);
+    for (int64_t i = 0; i < p.H * D; ++i) q[size_t(i)] = kFp8Table[p.q[t * p.H * D + i]];
     const float* w = p.w + t * p.H;
+    const int32_t* bt = kp.block_table + t * kp.bt_stride;
     float* out = p.out + t * p.N;
     for (int64_t s = 0; s < p.end[t]; ++s) {
-      const float* ks = k.data() + s * p.D;
+      const int32_t page = bt[s / kp.page_size];
+      DSA_CHECK(page >= 0 && page < kp.num_pages, "indexer_logits: page id {} outside [0, {})", page, kp.num_pages);
+      const int64_t slot = s % kp.page_size;
+      const uint8_t* base = kp.pool + int64_t(page) * kp.page_bytes();
+      for (int64_t d = 0; d < D; ++d) k[size_t(d)] = kFp8Table[base[slot * D + d]];
+      float ks;
+      std::memcpy(&ks, base + kp.page_size * D + 4 * slot, 4);
       float acc = 0.0f;
       for (int64_t h = 0; h < p.H; ++h) {
-        const float* qh = q.data() + h * p.D;
+        const float* qh = q.data() + h * D;
         float dot = 0.0f;
-        for (int64_t d = 0; d < p.D; ++d) dot += qh[d] * ks[d];
+        for (int64_t d = 0; d < D; ++d) dot += qh[d] * k[size_t(d)];
         acc += w[h] * std::max(dot, 0.0f);
       }
-      out[s] = acc * p.k_s[s * p.k_s_stride];
+      out[s] = acc * ks;
     }
     for (int64_t s = p.end[t]; s < p.N; ++s) out[s] = ninf;
   }

@@ -1,0 +1,129 @@
+// Paged KV memory.
+#include "model/kv_cache.h"
+
+#include <cstring>
+#include <limits>
+
+#include "base/error.h"
+
+namespace dsa {
+
+KvCache::KvCache(const ModelConfig& c, int64_t page_size, int64_t max_pages)
+    : page_size_(page_size), max_pages_(max_pages), index_dim_(c.index_head_dim),
+      latent_{c.kv_lora_rank, c.qk_rope_head_dim} {
+  DSA_CHECK(page_size > 0 && page_size <= 4096, "KV page size {} must be in [1, 4096]", page_size);
+  DSA_CHECK(max_pages >= 0, "KV page budget must be >= 0");
+  latent_pool_.resize(size_t(c.num_hidden_layers));
+  index_pool_.resize(size_t(c.num_hidden_layers));
+}
+
+int64_t KvCache::free_pages() const {
+  if (max_pages_ == 0) return std::numeric_limits<int64_t>::max();
+  return max_pages_ - in_use_;
+}
+
+size_t KvCache::bytes() const {
+  size_t b = 0;
+  for (auto& v : latent_pool_) b += v.size();
+  for (auto& v : index_pool_) b += v.size();
+  return b;
+}
+
+void KvCache::grow(int64_t pages) {
+  if (pages <= capacity_) return;
+  int64_t cap = std::max<int64_t>(pages, std::max<int64_t>(4, capacity_ * 2));
+  if (max_pages_ > 0) cap = std::min(cap, max_pages_);
+  for (auto& v : latent_pool_) v.resize(size_t(cap * page_size_ * latent_.row_bytes()));
+  for (auto& v : index_pool_) v.resize(size_t(cap * index_page_bytes()));
+  for (int64_t p = cap - 1; p >= capacity_; --p) free_list_.push_back(int32_t(p));
+  refs_.resize(size_t(cap), 0);
+  capacity_ = cap;
+}
+
+int32_t KvCache::alloc() {
+  if (free_list_.empty()) {
+    DSA_CHECK(max_pages_ == 0 || capacity_ < max_pages_, "KV cache full: all {} pages of {} tokens are in use",
+              max_pages_, page_size_);
+    grow(capacity_ + 1);
+  }
+  const int32_t p = free_list_.back();
+  free_list_.pop_back();
+  refs_[size_t(p)] = 1;
+  ++in_use_;
+  return p;
+}
+
+void KvCache::retain(int32_t page) {
+  DSA_CHECK(page >= 0 && page < capacity_ && refs_[size_t(page)] > 0, "retain of a free page {}", page);
+  ++refs_[size_t(page)];
+}
+
+void KvCache::release(int32_t page) {
+  DSA_CHECK(page >= 0 && page < capacity_ && refs_[size_t(page)] > 0, "release of a free page {}", page);
+  if (--refs_[size_t(page)] == 0) {
+    free_list_.push_back(page);
+    --in_use_;
+  }
+}
+
+void KvCache::copy_page(int32_t dst, int32_t src) {
+  const size_t lb = size_t(page_size_ * latent_.row_bytes()), ib = size_t(index_page_bytes());
+  for (auto& v : latent_pool_) std::memcpy(v.data() + dst * lb, v.data() + src * lb, lb);
+  for (auto& v : index_pool_) std::memcpy(v.data() + dst * ib, v.data() + src * ib, ib);
+}
+
+SequenceState& SequenceState::operator=(SequenceState&& o) noexcept {
+  if (this != &o) {
+    clear();
+    kv_ = std::move(o.kv_);
+    pages_ = std::move(o.pages_);
+    len = o.len;
+    o.len = 0;
+  }
+  return *this;
+}
+
+SequenceState SequenceState::fork(int64_t n) const {
+  if (n < 0) n = len;
+  DSA_CHECK(n <= len, "fork: {} tokens requested of a {}-token sequence", n, len);
+  SequenceState s(kv_);
+  const int64_t ps = kv_->page_size(), full = n / ps, partial = n % ps;
+  for (int64_t i = 0; i < full; ++i) {
+    kv_->retain(pages_[size_t(i)]);
+    s.pages_.push_back(pages_[size_t(i)]);
+  }
+  if (partial > 0) {
+    const int32_t p = kv_->alloc();
+    kv_->copy_page(p, pages_[size_t(full)]);
+    s.pages_.push_back(p);
+  }
+  s.len = n;
+  return s;
+}
+
+void SequenceState::reserve(int64_t extra) {
+  const int64_t ps = kv_->page_size();
+  const int64_t need = (len + extra + ps - 1) / ps;
+  // The page being appended to must be ours alone (shared pages are always full ones).
+  if (len % ps != 0 && !pages_.empty()) {
+    const int32_t last = pages_[size_t(len / ps)];
+    if (kv_->refcount(last) > 1) {
+      const int32_t p = kv_->alloc();
+      kv_->copy_page(p, last);
+      kv_->release(last);
+      pages_[size_t(len / ps)] = p;
+    }
+  }
+  while (int64_t(pages_.size()) < need) pages_.push_back(kv_->alloc());
+}
+
+void SequenceState::clear() {
+  if (kv_)
+    for (int32_t p : pages_) kv_->release(p);
+  pages_.clear();
+  len = 0;
+}
+
+size_t SequenceState::bytes() const { return pages_.size() * kv_->bytes_per_page(); }
+
+}  // namespace dsa
