@@ -177,3 +177,78 @@ TEST(Model, RejectsBadTokensAndOverlongSequences) {
 
 }  // namespace
 }  // namespace dsa
+
+namespace dsa {
+namespace {
+
+TEST(Model, BatchedDecodeEqualsEachSequenceAlone) {
+  // Every op is row-independent, so one batched decode step over several sequences (different
+  // lengths, pages interleaved in one pool) must give each sequence's solo logits bit for bit.
+  auto m = Model::load(test::tiny_model_dir(), ops::ref_ops(), [](const std::string&) {});
+  const ModelConfig& c = m->config();
+  auto kv = std::make_shared<KvCache>(c, 16, 64);
+  const int lens[] = {5, 70, 33};
+  std::vector<SequenceState> batch, solo;
+  for (int i = 0; i < 3; ++i) {
+    std::vector<int32_t> p;
+    for (int j = 0; j < lens[i]; ++j) p.push_back(int32_t((j * 7 + i * 13) % c.vocab_size));
+    batch.emplace_back(kv);
+    solo.emplace_back(kv);
+    m->forward(batch.back(), p);
+    m->forward(solo.back(), p);
+  }
+  for (int step = 0; step < 3; ++step) {
+    std::vector<SequenceState*> ptrs;
+    std::vector<int32_t> toks;
+    for (int i = 0; i < 3; ++i) {
+      ptrs.push_back(&batch[i]);
+      toks.push_back(int32_t(100 + 10 * i + step));
+    }
+    const auto lb = m->forward_decode(ptrs, toks);
+    ASSERT_EQ(lb.size(), size_t(3 * c.vocab_size));
+    for (int i = 0; i < 3; ++i) {
+      const auto ls = m->forward(solo[i], {toks[i]});
+      EXPECT_EQ(0, std::memcmp(ls.data(), lb.data() + i * c.vocab_size, ls.size() * sizeof(float)))
+          << "sequence " << i << " step " << step;
+    }
+  }
+  EXPECT_GT(kv->pages_in_use(), 0);
+  batch.clear();
+  solo.clear();
+  EXPECT_EQ(kv->pages_in_use(), 0);  // every page returned
+}
+
+TEST(Model, ForkSharesThePrefixAndGivesTheSameContinuation) {
+  auto m = Model::load(test::tiny_model_dir(), ops::ref_ops(), [](const std::string&) {});
+  auto kv = std::make_shared<KvCache>(m->config(), 16, 32);
+  SequenceState a(kv);
+  std::vector<int32_t> p;
+  for (int j = 0; j < 40; ++j) p.push_back(j * 3 + 1);
+  m->forward(a, p);
+  const int64_t used = kv->pages_in_use();  // 3 pages (16 + 16 + 8 tokens)
+  SequenceState b = a.fork();
+  EXPECT_EQ(kv->pages_in_use(), used + 1);   // two full pages shared, the partial one copied
+  const auto la = m->forward(a, {7});
+  const auto lb = m->forward(b, {7});
+  EXPECT_EQ(la, lb);
+  SequenceState c = a.fork(32);              // prefix of exactly two full pages: nothing copied
+  EXPECT_EQ(c.len, 32);
+  EXPECT_EQ(kv->refcount(a.pages()[0]), 3);
+}
+
+TEST(Model, KvBudgetIsEnforcedWithAClearError) {
+  auto m = Model::load(test::tiny_model_dir(), ops::ref_ops(), [](const std::string&) {});
+  auto kv = std::make_shared<KvCache>(m->config(), 16, 2);
+  SequenceState a(kv);
+  std::vector<int32_t> p(40, 5);
+  try {
+    m->forward(a, p);
+    FAIL() << "no error";
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("KV cache full"), std::string::npos) << e.what();
+  }
+  EXPECT_EQ(a.len, 0);
+}
+
+}  // namespace
+}  // namespace dsa
