@@ -13,13 +13,13 @@ cmake -S "${ROOT}" -B "${BUILD}" -G Ninja -DDSA_FUZZ=ON -DDSA_TESTS=OFF \
 ninja -C "${BUILD}" -j"${DSA_JOBS:-2}" fuzz_tokenizer fuzz_completion_parser
 CORPUS="${BUILD}/fuzz-corpus"
 mkdir -p "${CORPUS}/tokenizer" "${CORPUS}/parser"
-# Seeds: a few spec strings and the golden prompt.
+# Seeds: a few spec strings and our own chat test case (prompt and messages).
 printf 'Hello! 毕老师！1 + 1 = 2' > "${CORPUS}/tokenizer/seed1"
 printf 'a   b\r\n\t 12345 👩🏽‍💻 <｜User｜><think>' > "${CORPUS}/tokenizer/seed2"
-cp "${ROOT}/tests/fixtures/text/dsv32_golden_output.txt" "${CORPUS}/parser/seed_prompt"
+cp "${ROOT}/tests/fixtures/text/chat_case_expected.txt" "${CORPUS}/parser/seed_prompt"
 printf 'r</think>c\n\n<｜DSML｜function_calls>\n<｜DSML｜invoke name="f">\n<｜DSML｜parameter name="a" string="true">x</｜DSML｜parameter>\n</｜DSML｜invoke>\n</｜DSML｜function_calls><｜end▁of▁sentence｜>' \
   > "${CORPUS}/parser/seed_call"
-cp "${ROOT}/tests/fixtures/text/dsv32_golden_input.json" "${CORPUS}/parser/seed_json"
+cp "${ROOT}/tests/fixtures/text/chat_case_input.json" "${CORPUS}/parser/seed_json"
 status=0
 for t in tokenizer parser; do
   bin="${BUILD}/fuzz/fuzz_${t}"

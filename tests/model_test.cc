@@ -252,3 +252,29 @@ TEST(Model, KvBudgetIsEnforcedWithAClearError) {
 
 }  // namespace
 }  // namespace dsa
+
+namespace dsa {
+namespace {
+
+TEST(Model, DenseModeEqualsSparseUpToTopkAndDiffersBeyond) {
+  // Spec §6.3: for contexts <= index_topk every causal key is selected, so DSA is exactly dense
+  // attention; beyond it the two must differ.
+  auto m = Model::load(test::tiny_model_dir(), ops::ref_ops(), [](const std::string&) {});
+  const int64_t K = m->config().index_topk;
+  std::vector<int32_t> p;
+  for (int64_t j = 0; j < 3 * K; ++j) p.push_back(int32_t((j * 31 + 7) % m->config().vocab_size));
+  ForwardOptions sparse, dense;
+  sparse.all_logits = dense.all_logits = true;
+  dense.dense = true;
+  auto s1 = m->new_sequence(), s2 = m->new_sequence();
+  const auto a = m->forward(s1, p, sparse), b = m->forward(s2, p, dense);
+  const size_t V = size_t(m->config().vocab_size);
+  EXPECT_EQ(0, std::memcmp(a.data(), b.data(), size_t(K) * V * sizeof(float)));
+  EXPECT_NE(0, std::memcmp(a.data() + (3 * K - 1) * V, b.data() + (3 * K - 1) * V, V * sizeof(float)));
+  // Decode path too.
+  const auto c = m->forward(s1, {9}, sparse), d = m->forward(s2, {9}, dense);
+  EXPECT_NE(c, d);
+}
+
+}  // namespace
+}  // namespace dsa

@@ -1,6 +1,9 @@
-// Chat format tests: official V3.2 golden prompt, spec fragments and ids, Python JSON spacing,
-// completion parsing (round trip through encode, strict errors), chat_input API.
+// Chat format tests: our own hand-written V3.2 prompt case (text and ids), spec fragments and
+// ids, Python JSON spacing, completion parsing (round trip through encode, strict errors),
+// chat_input API.
+#include <sstream>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "base/error.h"
@@ -15,22 +18,83 @@ namespace {
 
 const std::string kFix = DSA_SOURCE_DIR "/tests/fixtures/text/";
 
-TEST(TextChat, OfficialGoldenThinkingPrompt) {
-  // Official fixture (DeepSeek-V3.2 encoding test, mirrored in ai-dynamo/dynamo): tools attached to
-  // the system message, thinking mode, reasoning of earlier turns dropped.
-  const auto in = OrderedJson::parse(testing::read_text_file(kFix + "dsv32_golden_input.json"));
-  std::string expected = testing::read_text_file(kFix + "dsv32_golden_output.txt");
-  ASSERT_FALSE(expected.empty());
-  if (expected.back() == '\n') expected.pop_back();  // the fixture file ends with a newline
-  const OrderedJson msgs = attach_tools(in["messages"], in["tools"]);
-  const std::string got = encode_messages(msgs, {.thinking = true});
-  EXPECT_EQ(got, expected);
-  // Same through the public API; the token ids must decode back to the prompt.
-  if (const Tokenizer* tok = testing::shared_tokenizer()) {
-    const auto ids = encode_messages_file(*tok, kFix + "dsv32_golden_input.json", true);
-    EXPECT_EQ(ids.front(), 0);
-    EXPECT_EQ(tok->decode(ids), expected);
+// Our own conversation (chat_case_input.json: a unit-conversion assistant with two tools) and its
+// expected prompts, written by hand from the spec templates (shared/spec/chat-format.md §3.2-3.3):
+// tools on the system message, reasoning of earlier turns dropped, DSML tool calls with string and
+// non-string parameters, a batch of two tool results, a final user turn.
+std::string read_expected(const std::string& name) {
+  std::string s = testing::read_text_file(kFix + name);
+  EXPECT_FALSE(s.empty()) << name;
+  if (!s.empty() && s.back() == '\n') s.pop_back();  // the fixture files end with a newline
+  return s;
+}
+
+// Expected ids of those prompts from HF `tokenizers` (tests/reference/text_chat_ids.py).
+std::vector<int32_t> expected_ids(const std::string& mode) {
+  std::istringstream in(testing::read_text_file(kFix + "chat_case_expected_ids.txt"));
+  std::string line;
+  while (std::getline(in, line)) {
+    if (line.rfind(mode + "\t", 0) != 0) continue;
+    std::istringstream nums(line.substr(mode.size() + 1));
+    std::vector<int32_t> ids;
+    for (int32_t id; nums >> id;) ids.push_back(id);
+    return ids;
   }
+  ADD_FAILURE() << "no '" << mode << "' line in chat_case_expected_ids.txt";
+  return {};
+}
+
+OrderedJson own_case_messages() {
+  const auto in = OrderedJson::parse(testing::read_text_file(kFix + "chat_case_input.json"));
+  return attach_tools(in["messages"], in["tools"]);
+}
+
+TEST(TextChat, OwnCasePrompts) {
+  const OrderedJson msgs = own_case_messages();
+  const std::string thinking = read_expected("chat_case_expected.txt");
+  const std::string chat = read_expected("chat_case_expected_chat.txt");
+  EXPECT_EQ(encode_messages(msgs, {.thinking = true}), thinking);
+  EXPECT_EQ(encode_messages(msgs, {.thinking = false}), chat);
+  // Same through the public API; ids must equal the HF tokenizers reference and decode back.
+  DSA_REQUIRE_TOKENIZER(tok);
+  const std::vector<std::pair<std::string, std::string>> cases = {{"thinking", thinking},
+                                                                  {"chat", chat}};
+  for (const auto& [mode, text] : cases) {
+    const std::vector<int32_t> want = expected_ids(mode);
+    ASSERT_FALSE(want.empty()) << mode;
+    EXPECT_EQ(tok->encode(text), want) << mode;
+    const auto ids = encode_messages_file(*tok, kFix + "chat_case_input.json", mode == "thinking");
+    EXPECT_EQ(ids, want) << mode;
+    EXPECT_EQ(tok->decode(ids), text) << mode;
+  }
+}
+
+TEST(TextChat, OwnCaseKeptReasoningAfterLastUser) {
+  // Without the final user turn the first user message is the last one: the reasoning of both later
+  // assistant turns is kept and the tool results are followed by "\n\n<think>". Expected text
+  // derived by hand from the thinking fixture.
+  OrderedJson msgs = own_case_messages();
+  msgs.erase(msgs.size() - 1);
+  std::string want = read_expected("chat_case_expected.txt");
+  const auto replace_once = [&want](const std::string& from, const std::string& to) {
+    const size_t pos = want.find(from);
+    ASSERT_NE(pos, std::string::npos) << from;
+    ASSERT_EQ(want.find(from, pos + 1), std::string::npos) << from;
+    want.replace(pos, from.size(), to);
+  };
+  replace_once("<｜User｜>Thanks! And 5 km in miles?<｜Assistant｜><think>", "");
+  replace_once("<｜Assistant｜></think>\n\n<｜DSML｜function_calls>",
+               "<｜Assistant｜><think>Two kinds of conversion: distances and a temperature.\n"
+               "One convert_length call with both distances, one convert_temperature call for "
+               "451 °F.</think>\n\n<｜DSML｜function_calls>");
+  replace_once(
+      "</function_results>\n\n</think>",
+      "</function_results>\n\n<think>Round to one decimal: 42.2 km, 21.1 km, 232.8 °C.</think>");
+  EXPECT_EQ(encode_messages(msgs, {.thinking = true}), want);
+  // Chat mode never emits reasoning: the same text as the chat fixture without the final user turn.
+  std::string chat = read_expected("chat_case_expected_chat.txt");
+  chat.erase(chat.rfind("<｜User｜>"));
+  EXPECT_EQ(encode_messages(msgs, {.thinking = false}), chat);
 }
 
 TEST(TextChat, SpecReadmeExample) {

@@ -4,6 +4,7 @@
 #include <sstream>
 
 #include "app/commands.h"
+#include "ops/backends.h"
 #include "runtime/session.h"
 #include "text/chat_input.h"
 #include "text/completion_parser.h"
@@ -38,6 +39,7 @@ struct RunArgs {
   int64_t n = 32, chunk = 0;
   SamplingParams sampling;
   bool reference = false, ignore_eos = false;
+  std::string backend;
 };
 
 }  // namespace
@@ -61,11 +63,14 @@ void add_run_command(CLI::App& app) {
   cmd->add_option("--prefill-chunk", a->chunk, "Prefill the prompt in chunks of this many tokens (0 = one piece)");
   cmd->add_option("--dump", a->dump_regex, "Write intermediates whose names match this regex (e.g. '^l0\\.')");
   cmd->add_option("--dump-file", a->dump_file, "Where --dump writes (safetensors)");
-  cmd->add_flag("--reference", a->reference, "Use the scalar reference ops for everything");
+  cmd->add_flag("--reference", a->reference, "Use the scalar reference ops for everything (= --backend ref)");
+  cmd->add_option("--backend", a->backend, "Op backend (default: the fastest available)");
   cmd->add_flag("--ignore-eos", a->ignore_eos, "Do not stop at the end-of-sentence token");
   cmd->callback([a] {
     auto log = [](const std::string& s) { fmt::print(stderr, "[dsa] {}\n", s); };
-    const ops::OpTable& ops = ops::ref_ops();  // fast backends slot in here
+    const ops::OpTable& ops = a->reference ? ops::ref_ops()
+                              : a->backend.empty() ? ops::default_backend()
+                                                   : ops::backend_by_name(a->backend);
     auto model = Model::load(a->model, ops, log);
     log(fmt::format("loaded {} ({} layers, {:.1f} MB of weights), ops: {}", a->model, model->config().num_hidden_layers,
                     model->weight_bytes() / 1e6, ops.name));

@@ -11,8 +11,9 @@ namespace dsa {
 namespace {
 
 // Indexer (spec §7): writes index-cache rows for the new tokens; returns top-k sets [S, topk].
+// With score == false (dense attention mode) only the index-cache rows are written.
 std::vector<int32_t> run_indexer(const LayerContext& ctx, const LayerWeights& w, int64_t layer, const Tensor& xn,
-                                 const Tensor& qr, const std::vector<int32_t>& pos) {
+                                 const Tensor& qr, const std::vector<int32_t>& pos, bool score) {
   const ModelConfig& c = ctx.cfg;
   const ops::OpTable& ops = ctx.ops;
   const Model::Rows& rows = ctx.rows;
@@ -47,6 +48,7 @@ std::vector<int32_t> run_indexer(const LayerContext& ctx, const LayerWeights& w,
     std::copy(k8.begin() + s * D, k8.begin() + (s + 1) * D, base + slot * D);
     std::memcpy(base + ps * D + 4 * slot, &ks[s], 4);
   }
+  if (!score) return {};
   // Head weights: fp32 weights_proj(fp32 x) * ih^-0.5, then * q_scale * D^-0.5 (left to right).
   std::vector<float> x32(static_cast<size_t>(S * H));
   for (int64_t i = 0; i < S * H; ++i) x32[i] = bf16_to_f32(xn.ptr<bf16>()[i]);
@@ -129,17 +131,25 @@ Tensor run_attention(const LayerContext& ctx, const LayerWeights& w, int64_t lay
   }
 
   // Indexer → our own top-k sets; replayed sets replace them for the attention if given.
-  std::vector<int32_t> idx = run_indexer(ctx, w, layer, xn, qr, pos);
-  const int64_t K = c.index_topk;
+  // Dense mode (benchmarks): every causal key, indexer scoring skipped.
+  std::vector<int32_t> idx = run_indexer(ctx, w, layer, xn, qr, pos, !ctx.opt.dense);
+  int64_t K = c.index_topk;
+  if (ctx.opt.dense) {
+    K = pos[0] + 1;
+    for (int64_t s = 0; s < S; ++s) K = std::max<int64_t>(K, pos[s] + 1);
+    idx.assign(static_cast<size_t>(S * K), -1);
+    for (int64_t s = 0; s < S; ++s)
+      for (int64_t t = 0; t <= pos[s]; ++t) idx[s * K + t] = int32_t(t);
+  }
   if (ctx.opt.record) ctx.opt.record->layers[layer].topk = idx;
-  if (ctx.opt.dump) {
+  if (ctx.opt.dump && !ctx.opt.dense) {
     const std::string n = fmt::format("l{}.topk", layer);
     if (ctx.opt.dump->wants(n)) {
       std::vector<float> f(idx.begin(), idx.end());
       ctx.opt.dump->add(n, {K}, f.data(), S);
     }
   }
-  if (ctx.opt.replay) {
+  if (ctx.opt.replay && !ctx.opt.dense) {
     const auto& r = ctx.opt.replay->layers[layer].topk;
     DSA_CHECK(int64_t(r.size()) == S * K, "replay: layer {} top-k has {} entries, expected {}", layer, r.size(), S * K);
     for (int64_t s = 0; s < S; ++s)

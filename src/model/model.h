@@ -49,6 +49,7 @@ struct ForwardOptions {
   const Decisions* replay = nullptr; // use these top-k sets / expert choices instead of our own
   Decisions* record = nullptr;       // receives our own decisions
   Dump* dump = nullptr;
+  bool dense = false;                // dense MLA over every causal key (indexer bypassed; for comparison)
 };
 
 class Model {

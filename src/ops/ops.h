@@ -206,5 +206,6 @@ struct OpTable {
 };
 
 const OpTable& ref_ops();  // ops/ref: scalar reference, kept forever
+const OpTable& cpu_ops();  // ops/cpu: Highway SIMD + thread pool, runtime-dispatched
 
 }  // namespace dsa::ops

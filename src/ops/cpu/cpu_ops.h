@@ -1,0 +1,23 @@
+// Declarations of the optimised CPU ops (ops/cpu/*.cc, Highway SIMD with runtime dispatch plus
+// the base/thread_pool); table.cc collects them into cpu_ops().
+#pragma once
+#include "ops/ops.h"
+
+namespace dsa::ops::cpu {
+
+void act_quant(const ActQuant& p);
+void fp8_gemm(const Fp8Gemm& p);
+void linear_f32(const LinearF32& p);
+void rms_norm(const RmsNorm& p);
+void layer_norm(const LayerNorm& p);
+void rope(const Rope& p);
+void hadamard(const Hadamard& p);
+void indexer_logits(const IndexerLogits& p);
+void topk(const TopK& p);
+void sparse_mha_prefill(const SparseMhaPrefill& p);
+void sparse_mla_decode(const SparseMlaDecode& p);
+void head_matmul(const HeadMatmul& p);
+void moe_gate(const MoeGate& p);
+void silu_mul(const SiluMul& p);
+
+}  // namespace dsa::ops::cpu

@@ -1,0 +1,27 @@
+// The optimised CPU op table: every entry points at a kernel in ops/cpu.
+#include "ops/cpu/cpu_ops.h"
+
+namespace dsa::ops {
+
+const OpTable& cpu_ops() {
+  static const OpTable table = {
+      "cpu",
+      &cpu::act_quant,
+      &cpu::fp8_gemm,
+      &cpu::linear_f32,
+      &cpu::rms_norm,
+      &cpu::layer_norm,
+      &cpu::rope,
+      &cpu::hadamard,
+      &cpu::indexer_logits,
+      &cpu::topk,
+      &cpu::sparse_mha_prefill,
+      &cpu::sparse_mla_decode,
+      &cpu::head_matmul,
+      &cpu::moe_gate,
+      &cpu::silu_mul,
+  };
+  return table;
+}
+
+}  // namespace dsa::ops

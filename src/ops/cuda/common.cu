@@ -1,0 +1,22 @@
+// Bandwidth probe: a plain 16-byte-vector device-to-device copy kernel (used by cuda_bench).
+#include "ops/cuda/common.cuh"
+
+namespace dsa::ops::cuda {
+namespace {
+__global__ void copy_kernel(uint4* __restrict__ dst, const uint4* __restrict__ src, size_t n) {
+  const size_t stride = size_t(gridDim.x) * blockDim.x;
+  for (size_t i = size_t(blockIdx.x) * blockDim.x + threadIdx.x; i < n; i += stride) dst[i] = src[i];
+}
+}  // namespace
+
+void copy_bytes(void* dst, const void* src, size_t bytes, cudaStream_t stream) {
+  DSA_CUDA_REQUIRE(bytes % 16 == 0, "copy_bytes: size must be a multiple of 16");
+  int dev = 0, sms = 0;
+  CUDA_CHECK(cudaGetDevice(&dev));
+  CUDA_CHECK(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, dev));
+  copy_kernel<<<sms * 8, 512, 0, stream>>>(static_cast<uint4*>(dst), static_cast<const uint4*>(src),
+                                           bytes / 16);
+  CUDA_CHECK_LAUNCH();
+}
+
+}  // namespace dsa::ops::cuda

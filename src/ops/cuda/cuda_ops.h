@@ -1,0 +1,52 @@
+// CUDA backend of the op API: same parameter structs as ops/ops.h, every pointer a DEVICE pointer.
+// Calls are asynchronous on `stream`; launch errors are reported as dsa::Error with file:line.
+#pragma once
+#include <cuda_runtime.h>
+
+#include <cstddef>
+
+#include "ops/ops.h"
+
+namespace dsa::ops::cuda {
+
+// Throws dsa::Error("file:line: CUDA error ...") (host code; keeps fmt out of nvcc).
+[[noreturn]] void cuda_fail(cudaError_t e, const char* expr, const char* file, int line);
+[[noreturn]] void arg_fail(const char* msg, const char* file, int line);
+
+#define CUDA_CHECK(expr)                                                          \
+  do {                                                                            \
+    const cudaError_t dsa_e_ = (expr);                                            \
+    if (dsa_e_ != cudaSuccess) ::dsa::ops::cuda::cuda_fail(dsa_e_, #expr, __FILE__, __LINE__); \
+  } while (0)
+#define CUDA_CHECK_LAUNCH() CUDA_CHECK(cudaGetLastError())
+#define DSA_CUDA_REQUIRE(cond, msg) \
+  do {                              \
+    if (!(cond)) ::dsa::ops::cuda::arg_fail(msg, __FILE__, __LINE__); \
+  } while (0)
+
+// Grow-only scratch memory shared by the ops that need it (sparse_mla_decode). Not thread-safe
+// across streams: ops on different streams must not run concurrently.
+void* workspace(size_t bytes, cudaStream_t stream);
+
+void act_quant(const ActQuant& p, cudaStream_t stream);
+void fp8_gemm(const Fp8Gemm& p, cudaStream_t stream);
+void linear_f32(const LinearF32& p, cudaStream_t stream);
+void rms_norm(const RmsNorm& p, cudaStream_t stream);
+void layer_norm(const LayerNorm& p, cudaStream_t stream);
+void rope(const Rope& p, cudaStream_t stream);
+void hadamard(const Hadamard& p, cudaStream_t stream);
+// Fast path: D == 128, H % 16 == 0, H <= 64, page_size % 8 == 0 (tensor cores, FP8 MMA);
+// anything else takes a scalar fallback. end[] is read on the device (no host sync).
+void indexer_logits(const IndexerLogits& p, cudaStream_t stream);
+void topk(const TopK& p, cudaStream_t stream);
+void sparse_mha_prefill(const SparseMhaPrefill& p, cudaStream_t stream);
+// Fast path: kv_lora % 64 == 0, rope % 16 == 0, H % 16 == 0 (bf16 MMA). idx >= N counts as -1.
+void sparse_mla_decode(const SparseMlaDecode& p, cudaStream_t stream);
+void head_matmul(const HeadMatmul& p, cudaStream_t stream);
+void moe_gate(const MoeGate& p, cudaStream_t stream);
+void silu_mul(const SiluMul& p, cudaStream_t stream);
+
+// Device-to-device copy through a plain vectorised kernel (bandwidth probe for the bench).
+void copy_bytes(void* dst, const void* src, size_t bytes, cudaStream_t stream);
+
+}  // namespace dsa::ops::cuda

@@ -1,0 +1,143 @@
+// Continuous-batching generation engine: a request queue, KV-page admission, chunked prefill
+// interleaved with batched decode steps, per-request sampling/stops, a prefix cache, metrics.
+#pragma once
+#include <atomic>
+#include <chrono>
+#include <condition_variable>
+#include <cstdint>
+#include <deque>
+#include <functional>
+#include <list>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <thread>
+#include <utility>
+#include <vector>
+
+#include "model/model.h"
+#include "runtime/sampler.h"
+
+namespace dsa {
+
+struct EngineOptions {
+  int64_t page_size = 64;
+  int64_t kv_pages = 1024;          // KV page budget (all sequences + the prefix cache)
+  int64_t max_batch = 16;           // sequences decoded together at most
+  int64_t prefill_chunk = 256;      // prompt tokens per prefill step
+  int64_t max_queue = 256;          // waiting requests beyond this are refused
+  int64_t prefix_cache_entries = 8; // finished prompts kept for prefix reuse (0 = off)
+  bool prewarm_kv = true;           // touch the whole KV pool at start (steady memory)
+};
+
+enum class FinishReason { kStop, kLength, kCancelled, kError };
+const char* finish_reason_name(FinishReason r);
+
+struct GenRequest {
+  std::vector<int32_t> prompt;
+  int64_t max_tokens = 16;
+  SamplingParams sampling;
+  std::vector<int32_t> stop_ids;                       // generation ends after one of these (not reported)
+  std::vector<std::pair<int32_t, float>> logit_bias;   // added to the logits before sampling
+  // Called on the engine thread for every generated token (stop ids excluded); return false to
+  // end the request with kStop (e.g. a stop string matched).
+  std::function<bool(int32_t)> on_token;
+  // Called exactly once on the engine thread when the request ends (also on rejection after
+  // submit, cancellation and shutdown). error is set for kError.
+  std::function<void(FinishReason, const std::string& error)> on_done;
+};
+
+// Fixed-bucket latency histogram (seconds), Prometheus-style cumulative on output.
+struct Histogram {
+  std::vector<double> bounds;
+  std::vector<uint64_t> counts;  // per bucket (non-cumulative), last = +Inf
+  double sum = 0;
+  uint64_t count = 0;
+  explicit Histogram(std::vector<double> b) : bounds(std::move(b)), counts(bounds.size() + 1, 0) {}
+  void observe(double v);
+};
+
+struct EngineMetrics {
+  uint64_t requests_finished[4] = {0, 0, 0, 0};  // by FinishReason
+  uint64_t requests_rejected = 0;
+  uint64_t prompt_tokens = 0, generated_tokens = 0;
+  uint64_t prefix_cache_hits = 0, prefix_cached_tokens = 0;
+  uint64_t decode_steps = 0, prefill_steps = 0;
+  int64_t queue_length = 0, running = 0;
+  int64_t kv_pages_in_use = 0, kv_pages_total = 0, prefix_cache_entries = 0;
+  Histogram ttft{{0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30}};
+  Histogram itl{{0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1}};
+};
+
+class Engine {
+ public:
+  Engine(Model& model, const EngineOptions& opt);
+  ~Engine();  // stops the thread; pending requests end with kError "shutting down"
+  Engine(const Engine&) = delete;
+  Engine& operator=(const Engine&) = delete;
+
+  // Validates and queues a request; returns its id. Throws dsa::Error (request not queued, no
+  // callback called) when it can never run: empty prompt, bad token ids, bad sampling params,
+  // prompt + max_tokens beyond the context or the whole KV budget, or a full queue ("queue full").
+  uint64_t submit(GenRequest req);
+  // Ends a request as soon as the engine thread sees it (frees its pages); unknown ids are ignored.
+  void cancel(uint64_t id);
+  void shutdown();  // idempotent
+
+  EngineMetrics metrics() const;
+  const EngineOptions& options() const { return opt_; }
+  int64_t pages_needed(int64_t tokens) const { return (tokens + opt_.page_size - 1) / opt_.page_size; }
+  KvCache& kv() { return *kv_; }
+  // Blocks until no request is queued or running (tests).
+  void wait_idle();
+
+ private:
+  using Clock = std::chrono::steady_clock;
+  struct Seq {
+    uint64_t id;
+    GenRequest req;
+    SequenceState state;
+    std::unique_ptr<Sampler> sampler;
+    int64_t prefilled = 0;  // prompt tokens already in the cache
+    int64_t generated = 0;
+    int32_t last = -1;      // token to feed at the next decode step
+    Clock::time_point submitted, last_token;
+  };
+  struct CacheEntry {
+    std::vector<int32_t> tokens;  // a whole number of pages
+    SequenceState state;
+  };
+
+  void loop();
+  bool admit(std::unique_ptr<Seq>& s);       // false: not enough pages now
+  void prefill_step(Seq& s);
+  void decode_step();
+  // Samples from one logits row; returns true when the sequence is finished (and reports it).
+  bool take_token(Seq& s, float* logits);
+  void finish(Seq& s, FinishReason r, const std::string& err = "");
+  void remember_prefix(const Seq& s);
+  bool evict_one_prefix();
+  void drop_finished();
+
+  Model& m_;
+  EngineOptions opt_;
+  std::shared_ptr<KvCache> kv_;
+  int64_t vocab_ = 0, max_ctx_ = 0;
+
+  mutable std::mutex mu_;
+  std::condition_variable cv_, idle_cv_;
+  std::deque<std::unique_ptr<Seq>> incoming_;    // guarded by mu_
+  std::vector<uint64_t> cancels_;                // guarded by mu_
+  uint64_t next_id_ = 1;                         // guarded by mu_
+  bool stop_ = false;                            // guarded by mu_
+  bool busy_ = false;                            // guarded by mu_: the loop holds requests
+  EngineMetrics metrics_;                        // guarded by mu_
+
+  // Engine-thread state.
+  std::deque<std::unique_ptr<Seq>> waiting_;
+  std::vector<std::unique_ptr<Seq>> running_;
+  std::list<CacheEntry> prefix_cache_;  // front = most recently used
+  std::thread thread_;
+};
+
+}  // namespace dsa
