@@ -3,6 +3,7 @@
 #include <gtest/gtest.h>
 
 #include <filesystem>
+#include <unistd.h>
 #include <fstream>
 #include <nlohmann/json.hpp>
 
@@ -17,7 +18,7 @@ namespace fs = std::filesystem;
 using nlohmann::json;
 
 std::string tmpdir(const std::string& name) {
-  std::string d = testing::TempDir() + "dsa_ckpt_" + name;
+  std::string d = testing::TempDir() + "dsa_ckpt_" + std::to_string(::getpid()) + "_" + name;
   fs::remove_all(d);
   fs::create_directories(d);
   return d;

@@ -123,7 +123,8 @@ void add_run_command(CLI::App& app) {
     for (size_t i = 0; i < out.size(); ++i) ids += (i ? "," : "") + std::to_string(out[i]);
     fmt::print("{}{}\n", stream ? "ids: " : "", ids);
     fmt::print(stderr, "prefill: {} tokens in {:.3f} s ({:.1f} tok/s)\n", st.prompt_tokens, st.prefill_s, st.prefill_tok_s());
-    fmt::print(stderr, "decode:  {} tokens in {:.3f} s ({:.1f} tok/s)\n", st.generated, st.decode_s, st.decode_tok_s());
+    fmt::print(stderr, "decode:  {} tokens, {} decode steps in {:.3f} s ({:.1f} tok/s)\n", st.generated,
+               st.decode_steps, st.decode_s, st.decode_tok_s());
     fmt::print(stderr, "peak memory: {:.1f} MB (KV caches {:.2f} MB)\n", peak_rss_bytes() / 1e6,
                session.state().bytes() / 1e6);
     if (dump) {

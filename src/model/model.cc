@@ -172,6 +172,7 @@ std::vector<float> Model::run(Rows& rows, const std::vector<int32_t>& tokens, co
   for (int64_t i = 0; i < nrows * H; ++i) x32[i] = bf16_to_f32(hn.ptr<bf16>()[first * H + i]);
   std::vector<float> logits(static_cast<size_t>(nrows * V));
   ops_->linear_f32({x32.data(), w_.lm_head.ptr<bf16>(), logits.data(), nrows, V, H});
+  if (opt.dump && opt.dump->wants("logits")) opt.dump->add("logits", {V}, logits.data(), nrows);
   if (rows.mha || S == 1) rows.seqs[0]->len += S;
   else for (auto* q : rows.seqs) q->len += 1;
   return logits;

@@ -29,17 +29,20 @@ std::vector<int32_t> Session::generate(const std::vector<int32_t>& prompt, const
   }
   auto t1 = clock::now();
   std::vector<int32_t> out;
+  int64_t steps = 0;
   while (int64_t(out.size()) < opt.max_new_tokens) {
     const int32_t tok = sampler.sample(logits.data() + (logits.size() / V - 1) * V, V);
     out.push_back(tok);
     const bool stop = std::find(opt.stop_ids.begin(), opt.stop_ids.end(), tok) != opt.stop_ids.end();
     if ((on_token && !on_token(tok)) || stop || int64_t(out.size()) == opt.max_new_tokens) break;
     logits = m_.forward(st_, {tok}, fo);
+    ++steps;
   }
   auto t2 = clock::now();
   if (stats) {
     stats->prompt_tokens = int64_t(prompt.size());
     stats->generated = int64_t(out.size());
+    stats->decode_steps = steps;
     stats->prefill_s = std::chrono::duration<double>(t1 - t0).count();
     stats->decode_s = std::chrono::duration<double>(t2 - t1).count();
   }

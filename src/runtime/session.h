@@ -20,9 +20,10 @@ struct GenerateOptions {
 
 struct GenerateStats {
   int64_t prompt_tokens = 0, generated = 0;
+  int64_t decode_steps = 0;  // forward calls after the prefill (generated - 1 unless stopped early)
   double prefill_s = 0, decode_s = 0;
   double prefill_tok_s() const { return prefill_s > 0 ? prompt_tokens / prefill_s : 0; }
-  double decode_tok_s() const { return decode_s > 0 ? generated / decode_s : 0; }
+  double decode_tok_s() const { return decode_s > 0 ? decode_steps / decode_s : 0; }
 };
 
 class Session {
