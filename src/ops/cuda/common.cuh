@@ -60,4 +60,19 @@ __device__ __forceinline__ void mma_bf16(float (&d)[4], uint32_t a0, uint32_t a1
 
 inline int grid_1d(int64_t n, int threads) { return int((n + threads - 1) / threads); }
 
+__host__ __device__ __forceinline__ int64_t imin(int64_t a, int64_t b) { return a < b ? a : b; }
+
+// Device-callable copies of the host helpers of ops.h (same formulas).
+__host__ __device__ __forceinline__ int64_t cdiv(int64_t a, int64_t b) { return (a + b - 1) / b; }
+__host__ __device__ __forceinline__ int64_t page_bytes(const IndexPages& k) {
+  return k.page_size * (k.D + 4);
+}
+__host__ __device__ __forceinline__ int64_t lat_scale_off(const LatentLayout& l) { return l.kv_lora; }
+__host__ __device__ __forceinline__ int64_t lat_rope_off(const LatentLayout& l) {
+  return l.kv_lora + 4 * cdiv(l.kv_lora, kBlock);
+}
+__host__ __device__ __forceinline__ int64_t lat_row_bytes(const LatentLayout& l) {
+  return lat_rope_off(l) + 2 * l.rope;
+}
+
 }  // namespace dsa::ops::cuda::detail

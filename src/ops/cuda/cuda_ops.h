@@ -48,5 +48,7 @@ void silu_mul(const SiluMul& p, cudaStream_t stream);
 
 // Device-to-device copy through a plain vectorised kernel (bandwidth probe for the bench).
 void copy_bytes(void* dst, const void* src, size_t bytes, cudaStream_t stream);
+// Fills bytes with a hash of (seed, offset) AND `mask` (e.g. 0x3f: finite fp8, positive floats).
+void fill_hash(void* dst, size_t bytes, uint32_t seed, uint8_t mask, cudaStream_t stream);
 
 }  // namespace dsa::ops::cuda

@@ -1,0 +1,77 @@
+// CUDA vs reference: fp8_gemm, linear_f32, head_matmul on regular and irregular shapes.
+#include "ops/cuda/tests/test_util.h"
+
+namespace dsa::ops::cuda::test {
+namespace {
+const OpTable& R = ref_ops();
+
+TEST(CudaGemm, Fp8Gemm) {
+  // Each 128-term dot runs on the FP8 tensor core (fp32 accumulate, different order and possibly
+  // truncated intermediate sums): |dot err| <= 2^-12 * Σ|a w| per block (generous bound); the
+  // scale/accumulate steps are the reference's own fp32 ops. Then bf16 output: 1 ulp on top.
+  struct Shape { int64_t M, N, K, ldy; };
+  for (Shape sh : {Shape{64, 256, 512, 256}, Shape{37, 200, 300, 210}, Shape{130, 129, 7168, 129}}) {
+    const int64_t nb = ceil_div(sh.K, 128), nbn = ceil_div(sh.N, 128);
+    auto a = rand_fp8(size_t(sh.M * sh.K)), w = rand_fp8(size_t(sh.N * sh.K));
+    std::vector<float> as(size_t(sh.M * nb)), ws(size_t(nbn * nb));
+    for (auto& v : as) v = std::ldexp(1.0f, int(rng()() % 8) - 10);
+    for (auto& v : ws) v = std::ldexp(1.0f, int(rng()() % 8) - 10);
+    std::vector<bf16> y(size_t(sh.M * sh.ldy));
+    R.fp8_gemm({a.data(), as.data(), w.data(), ws.data(), y.data(), sh.M, sh.N, sh.K, sh.ldy});
+    DevBuf<fp8> da(a), dw(w);
+    DevBuf<float> das(as), dws(ws);
+    DevBuf<bf16> dy(y.size());
+    dy.poison();
+    fp8_gemm({da.p, das.p, dw.p, dws.p, dy.p, sh.M, sh.N, sh.K, sh.ldy}, nullptr);
+    auto yo = dy.down();
+    for (int64_t m = 0; m < sh.M; ++m)
+      for (int64_t n = 0; n < sh.N; ++n) {
+        double bound = 0;
+        for (int64_t k = 0; k < sh.K; ++k)
+          bound += std::fabs(fp8_to_f32(a[m * sh.K + k]) * fp8_to_f32(w[n * sh.K + k])) *
+                   as[m * nb + k / 128] * ws[(n / 128) * nb + k / 128];
+        const float ref = f(y[m * sh.ldy + n]), got = f(yo[m * sh.ldy + n]);
+        ASSERT_NEAR(got, ref, bound * std::ldexp(1.0, -12) + std::fabs(ref) * std::ldexp(1.0, -7))
+            << m << "," << n << " shape " << sh.M << "x" << sh.N << "x" << sh.K;
+      }
+  }
+}
+
+TEST(CudaGemm, LinearF32) {  // fp32 accumulate vs double: K * 2^-24 * Σ|x w|
+  const int64_t M = 7, N = 33, K = 300;
+  auto x = rand_f32(size_t(M * K), -1, 1);
+  auto w = rand_bf16(size_t(N * K));
+  std::vector<float> y(size_t(M * N));
+  R.linear_f32({x.data(), w.data(), y.data(), M, N, K});
+  DevBuf<float> dx(x), dy(y.size());
+  DevBuf<bf16> dw(w);
+  dy.poison();
+  linear_f32({dx.p, dw.p, dy.p, M, N, K}, nullptr);
+  auto yo = dy.down();
+  for (int64_t m = 0; m < M; ++m)
+    for (int64_t n = 0; n < N; ++n) {
+      double bound = 0;
+      for (int64_t k = 0; k < K; ++k) bound += std::fabs(x[m * K + k] * f(w[n * K + k]));
+      ASSERT_NEAR(yo[m * N + n], y[m * N + n], bound * K * std::ldexp(1.0, -24)) << m << "," << n;
+    }
+}
+
+TEST(CudaGemm, HeadMatmul) {  // fp32 accumulate, other order: K*2^-24*Σ|x w| + 1 bf16 ulp
+  for (bool tr : {false, true}) {
+    const int64_t S = 3, H = 4, K = 64, N = 96, xs = H * 80, xh = 80, rs = (tr ? K : N) + 5;
+    const int64_t whs = rs * (tr ? N : K);
+    auto x = rand_bf16(size_t(S * xs)), w = rand_bf16(size_t(H * whs));
+    std::vector<bf16> y(size_t(S * H * N));
+    HeadMatmul p{x.data(), w.data(), y.data(), S, H, K, N, xs, xh, whs, rs, tr};
+    R.head_matmul(p);
+    DevBuf<bf16> dx(x), dw(w), dy(y.size());
+    dy.poison();
+    head_matmul({dx.p, dw.p, dy.p, S, H, K, N, xs, xh, whs, rs, tr}, nullptr);
+    auto yo = dy.down();
+    for (size_t i = 0; i < y.size(); ++i)
+      ASSERT_NEAR(f(yo[i]), f(y[i]), std::fabs(f(y[i])) * std::ldexp(1.0, -7) + 1e-4) << i;
+  }
+}
+
+}  // namespace
+}  // namespace dsa::ops::cuda::test
