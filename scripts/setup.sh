@@ -25,3 +25,11 @@ fi
 if [ -x scripts/fetch_tokenizer.sh ]; then
   scripts/fetch_tokenizer.sh
 fi
+
+# ---- dsa serve (HTTP server) -------------------------------------------------------------------
+# cpp-httplib for the server; the official openai Python client for tests/server/.
+if ! dpkg -s libcpp-httplib-dev >/dev/null 2>&1; then
+  $SUDO apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq libcpp-httplib-dev >/dev/null
+fi
+python3 -m pip install --quiet openai==3.57.0

@@ -11,8 +11,11 @@
 #include <cmath>
 #include <fstream>
 #include <nlohmann/json.hpp>
+#include <map>
+#include <memory>
 #include <set>
 
+#include "ops/backends.h"
 #include "test_util.h"
 
 namespace dsa {
@@ -27,7 +30,7 @@ struct Golden {
   }
 };
 
-class GoldenTest : public testing::Test {
+class GoldenTest : public testing::TestWithParam<std::string> {
  protected:
   static void SetUpTestSuite() {
     g_ = new Golden{Checkpoint::open(test::fixture_path("tiny_golden.safetensors"))};
@@ -66,8 +69,9 @@ class GoldenTest : public testing::Test {
     }
     return d;
   }
-  static Run run_replayed() {
+  static Run run_replayed(const std::string& backend) {
     Run r;
+    model_->set_ops(ops::backend_by_name(backend));
     auto st = model_->new_sequence();
     const auto prompt = test::to_i32(g_->get("prompt_ids")), dec = test::to_i32(g_->get("decode_ids"));
     Decisions rp = fixture_decisions("prefill", 0, g_->P);
@@ -89,9 +93,12 @@ class GoldenTest : public testing::Test {
     }
     return r;
   }
-  static const Run& run() {
-    static Run r = run_replayed();
-    return r;
+  // One replayed run per backend, shared by the tests of that backend.
+  const Run& run() const {
+    static std::map<std::string, std::unique_ptr<Run>> runs;
+    auto& r = runs[GetParam()];
+    if (!r) r = std::make_unique<Run>(run_replayed(GetParam()));
+    return *r;
   }
 
   static Golden* g_;
@@ -101,7 +108,7 @@ Golden* GoldenTest::g_ = nullptr;
 Model* GoldenTest::model_ = nullptr;
 
 // Refuse a stale fixture: it records the sha256 of the checkpoint files it was made from.
-TEST_F(GoldenTest, FixtureMatchesTheTinyCheckpoint) {
+TEST_P(GoldenTest, FixtureMatchesTheTinyCheckpoint) {
   auto f = SafetensorsFile::open(test::fixture_path("tiny_golden.safetensors"));
   const auto& md = f->metadata();
   ASSERT_TRUE(md.count("checkpoint_files_sha256")) << "fixture has no checkpoint hash";
@@ -117,7 +124,7 @@ TEST_F(GoldenTest, FixtureMatchesTheTinyCheckpoint) {
 // reference's margin m = min(r over its selected set) − max(r over the rest). If m > 2δ no score
 // can cross the boundary, so the sets must be equal. Rows with fewer causal keys than K keep
 // everything (no decision) and must always be equal.
-TEST_F(GoldenTest, TopkSetsEqualWhereTheMarginExceedsTheNoise) {
+TEST_P(GoldenTest, TopkSetsEqualWhereTheMarginExceedsTheNoise) {
   const ModelConfig& c = model_->config();
   const int64_t K = c.index_topk, P = g_->P, D = g_->D;
   const auto& dump = run().dump.entries();
@@ -173,7 +180,7 @@ TEST_F(GoldenTest, TopkSetsEqualWhereTheMarginExceedsTheNoise) {
 // Expert decisions: biased scores b (reference) and ours; δ = max |Δb| over the row. The group
 // stage compares sums of two scores (noise ≤ 2δ each side ⇒ margin must exceed 4δ); the expert
 // stage compares single scores (margin > 2δ). Both margins come from the reference's scores.
-TEST_F(GoldenTest, ExpertChoicesEqualWhereTheMarginExceedsTheNoise) {
+TEST_P(GoldenTest, ExpertChoicesEqualWhereTheMarginExceedsTheNoise) {
   const ModelConfig& c = model_->config();
   const int64_t E = c.n_routed_experts, k = c.num_experts_per_tok, G = c.n_group, per = E / G, P = g_->P, D = g_->D;
   const auto& dump = run().dump.entries();
@@ -232,7 +239,7 @@ TEST_F(GoldenTest, ExpertChoicesEqualWhereTheMarginExceedsTheNoise) {
 // travel through ~30 FP8 requantisations: cosine difference bound 2e-3 (spec §16.14 measured
 // 1.55e-3 between two devices), and the per-position argmax must agree where the top-2 logit gap
 // exceeds 5% of max |logit|.
-TEST_F(GoldenTest, LayerZeroIntermediatesAgree) {
+TEST_P(GoldenTest, LayerZeroIntermediatesAgree) {
   const auto& dump = run().dump.entries();
   struct B { const char* name; double cos; double ulps; };
   const B bounds[] = {
@@ -255,7 +262,7 @@ TEST_F(GoldenTest, LayerZeroIntermediatesAgree) {
   }
 }
 
-TEST_F(GoldenTest, LogitsAgreeWithDecisionsReplayed) {
+TEST_P(GoldenTest, LogitsAgreeWithDecisionsReplayed) {
   const int64_t V = model_->config().vocab_size;
   auto check = [&](const char* phase, const std::vector<float>& ours, int64_t rows) {
     const auto ref = test::to_f32(g_->get(std::string("logits.") + phase));
@@ -282,6 +289,11 @@ TEST_F(GoldenTest, LogitsAgreeWithDecisionsReplayed) {
   check("prefill", run().logits_prefill, g_->P);
   check("decode", run().logits_decode, g_->D);
 }
+
+// Every CPU backend must pass the same golden checks (the fast kernels keep the reference's
+// rounding points; only summation order may differ).
+INSTANTIATE_TEST_SUITE_P(Backends, GoldenTest, testing::Values("ref", "cpu"),
+                         [](const testing::TestParamInfo<std::string>& i) { return i.param; });
 
 }  // namespace
 }  // namespace dsa
