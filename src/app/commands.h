@@ -6,6 +6,8 @@ namespace dsa::app {
 void add_run_command(CLI::App& app);
 void add_make_model_command(CLI::App& app);
 void add_inspect_command(CLI::App& app);
+void add_serve_command(CLI::App& app);
+void add_chat_command(CLI::App& app);
 }  // namespace dsa::app
 
 void add_tokenize_command(CLI::App& app);  // text/ (cmd_tokenize.cc)

@@ -10,6 +10,8 @@ int main(int argc, char** argv) {
   dsa::app::add_run_command(app);
   dsa::app::add_make_model_command(app);
   dsa::app::add_inspect_command(app);
+  dsa::app::add_serve_command(app);
+  dsa::app::add_chat_command(app);
   add_tokenize_command(app);
   try {
     app.parse(argc, argv);

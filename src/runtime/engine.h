@@ -15,6 +15,7 @@
 #include <utility>
 #include <vector>
 
+#include "base/error.h"
 #include "model/model.h"
 #include "runtime/sampler.h"
 
@@ -30,8 +31,22 @@ struct EngineOptions {
   bool prewarm_kv = true;           // touch the whole KV pool at start (steady memory)
 };
 
+// submit() refusal because the queue is full (retry later), as opposed to an invalid request.
+class EngineBusy : public Error {
+ public:
+  using Error::Error;
+};
+
 enum class FinishReason { kStop, kLength, kCancelled, kError };
 const char* finish_reason_name(FinishReason r);
+
+struct GenResult {
+  FinishReason reason = FinishReason::kStop;
+  std::string error;           // set for kError
+  int64_t prompt_tokens = 0;
+  int64_t generated = 0;       // sampled tokens, a final stop id included
+  int64_t cached_tokens = 0;   // prompt tokens taken from the prefix cache
+};
 
 struct GenRequest {
   std::vector<int32_t> prompt;
@@ -43,8 +58,8 @@ struct GenRequest {
   // end the request with kStop (e.g. a stop string matched).
   std::function<bool(int32_t)> on_token;
   // Called exactly once on the engine thread when the request ends (also on rejection after
-  // submit, cancellation and shutdown). error is set for kError.
-  std::function<void(FinishReason, const std::string& error)> on_done;
+  // submit, cancellation and shutdown).
+  std::function<void(const GenResult&)> on_done;
 };
 
 // Fixed-bucket latency histogram (seconds), Prometheus-style cumulative on output.
@@ -99,8 +114,10 @@ class Engine {
     SequenceState state;
     std::unique_ptr<Sampler> sampler;
     int64_t prefilled = 0;  // prompt tokens already in the cache
+    int64_t cached = 0;     // of which taken from the prefix cache
     int64_t generated = 0;
     int32_t last = -1;      // token to feed at the next decode step
+    bool done = false;
     Clock::time_point submitted, last_token;
   };
   struct CacheEntry {

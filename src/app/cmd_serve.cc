@@ -1,0 +1,111 @@
+// `dsa serve`: OpenAI-compatible HTTP server over the continuous-batching engine; SIGTERM/SIGINT
+// stop accepting, drain in-flight requests and exit 0.
+#include <httplib.h>
+#include <fmt/format.h>
+
+#include <atomic>
+#include <csignal>
+#include <filesystem>
+#include <thread>
+
+#include "app/commands.h"
+#include "ops/backends.h"
+#include "app/http_api.h"
+#include "runtime/engine.h"
+#include "text/chat_input.h"
+
+namespace dsa::app {
+
+namespace {
+
+std::atomic<bool> g_stop{false};
+extern "C" void on_stop_signal(int) { g_stop = true; }
+
+struct ServeArgs {
+  std::string model, host = "127.0.0.1", tokenizer, name;
+  int port = 8000;
+  EngineOptions eng;
+  HttpOptions http;
+  int threads = 0;
+  bool reference = false;
+  std::string backend;
+};
+
+}  // namespace
+
+void add_serve_command(CLI::App& app) {
+  auto a = std::make_shared<ServeArgs>();
+  auto* cmd = app.add_subcommand("serve", "OpenAI-compatible HTTP server (continuous batching)");
+  cmd->add_option("-m,--model", a->model, "Model directory")->required();
+  cmd->add_option("--host", a->host, "Address to listen on");
+  cmd->add_option("--port", a->port, "Port (0 = pick a free one and print it)")->check(CLI::Range(0, 65535));
+  cmd->add_option("--tokenizer", a->tokenizer, "tokenizer.json (default: $DSA_TOKENIZER, third_party/tokenizer, or the model dir)");
+  cmd->add_option("--served-model-name", a->name, "Model id reported by /v1/models (default: the directory name)");
+  cmd->add_option("--kv-pages", a->eng.kv_pages, "KV cache budget in pages")->check(CLI::Range(int64_t(1), int64_t(1) << 24));
+  cmd->add_option("--page-size", a->eng.page_size, "Tokens per KV page")->check(CLI::Range(int64_t(1), int64_t(4096)));
+  cmd->add_option("--max-batch", a->eng.max_batch, "Sequences decoded together at most")->check(CLI::Range(int64_t(1), int64_t(4096)));
+  cmd->add_option("--prefill-chunk", a->eng.prefill_chunk, "Prompt tokens per prefill step")->check(CLI::Range(int64_t(2), int64_t(1) << 20));
+  cmd->add_option("--max-queue", a->eng.max_queue, "Waiting requests beyond this get 503")->check(CLI::Range(int64_t(1), int64_t(1) << 20));
+  cmd->add_option("--prefix-cache", a->eng.prefix_cache_entries, "Prompts kept for prefix reuse (0 = off)")->check(CLI::Range(int64_t(0), int64_t(4096)));
+  cmd->add_option("--max-prompt-tokens", a->http.limits.max_prompt_tokens, "Longest accepted prompt")->check(CLI::Range(int64_t(1), int64_t(1) << 30));
+  cmd->add_option("--max-tokens-limit", a->http.limits.max_tokens_limit, "Largest accepted max_tokens")->check(CLI::Range(int64_t(1), int64_t(1) << 30));
+  cmd->add_option("--default-max-tokens", a->http.limits.default_max_tokens, "Chat max_tokens when the request gives none")->check(CLI::Range(int64_t(1), int64_t(1) << 30));
+  cmd->add_option("--max-body-bytes", a->http.max_body_bytes, "Largest accepted request body");
+  cmd->add_option("--http-threads", a->threads, "HTTP worker threads (default 2*max-batch+16)");
+  cmd->add_flag("--reference", a->reference, "Use the scalar reference ops (= --backend ref)");
+  cmd->add_option("--backend", a->backend, "Op backend (default: the fastest available)");
+  cmd->callback([a] {
+    auto log = [](const std::string& s) { fmt::print(stderr, "[dsa] {}\n", s); };
+    const ops::OpTable& ops = a->reference         ? ops::ref_ops()
+                              : a->backend.empty() ? ops::default_backend()
+                                                   : ops::backend_by_name(a->backend);
+    auto model = Model::load(a->model, ops, log);
+    const std::string tpath = a->tokenizer.empty() ? text::default_tokenizer_path(a->model) : a->tokenizer;
+    const text::Tokenizer tok = text::Tokenizer::from_file(tpath);
+    a->http.model_name = !a->name.empty() ? a->name : std::filesystem::path(a->model).lexically_normal().filename().string();
+    if (a->http.model_name.empty()) a->http.model_name = std::filesystem::path(a->model).parent_path().filename().string();
+    Engine engine(*model, a->eng);
+    HttpApi api(engine, tok, int32_t(model->config().eos_token_id), a->http);
+    httplib::Server svr;
+    const size_t threads = a->threads > 0 ? size_t(a->threads) : size_t(2 * a->eng.max_batch + 16);
+    svr.new_task_queue = [threads] { return new httplib::ThreadPool(threads); };
+    svr.set_read_timeout(30);
+    svr.set_write_timeout(30);
+    api.install(svr);
+    int port = a->port;
+    if (port == 0) {
+      port = svr.bind_to_any_port(a->host);
+      DSA_CHECK(port > 0, "cannot bind to {}", a->host);
+    } else {
+      DSA_CHECK(svr.bind_to_port(a->host, port), "cannot listen on {}:{} (in use or not permitted)", a->host, port);
+    }
+    std::signal(SIGPIPE, SIG_IGN);
+    struct sigaction sa {};
+    sa.sa_handler = on_stop_signal;
+    sigemptyset(&sa.sa_mask);
+    sigaction(SIGTERM, &sa, nullptr);
+    sigaction(SIGINT, &sa, nullptr);
+    std::atomic<bool> finished{false};
+    std::thread watcher([&] {
+      while (!g_stop && !finished) std::this_thread::sleep_for(std::chrono::milliseconds(50));
+      if (g_stop) {
+        log("signal received: no new connections, draining in-flight requests");
+        api.set_draining(true);
+        svr.stop();  // closes the listening socket; listen_after_bind() returns once handlers finish
+      }
+    });
+    log(fmt::format("model {} ({} layers), KV {} pages x {} tokens ({:.1f} MB), max batch {}", a->http.model_name,
+                    model->config().num_hidden_layers, a->eng.kv_pages, a->eng.page_size,
+                    engine.kv().bytes() / 1e6, a->eng.max_batch));
+    fmt::print("listening on http://{}:{}\n", a->host, port);
+    std::fflush(stdout);
+    const bool ok = svr.listen_after_bind();
+    finished = true;
+    watcher.join();
+    engine.shutdown();
+    DSA_CHECK(ok || g_stop, "the HTTP server stopped unexpectedly");
+    log("stopped");
+  });
+}
+
+}  // namespace dsa::app

@@ -1,0 +1,362 @@
+// Continuous-batching engine: one thread runs admission, one prefill chunk and one batched decode
+// step per iteration; all model calls happen on that thread.
+#include "runtime/engine.h"
+
+#include <malloc.h>
+
+#include <algorithm>
+
+namespace dsa {
+
+const char* finish_reason_name(FinishReason r) {
+  switch (r) {
+    case FinishReason::kStop: return "stop";
+    case FinishReason::kLength: return "length";
+    case FinishReason::kCancelled: return "cancelled";
+    case FinishReason::kError: return "error";
+  }
+  return "error";
+}
+
+void Histogram::observe(double v) {
+  size_t i = 0;
+  while (i < bounds.size() && v > bounds[i]) ++i;
+  ++counts[i];
+  sum += v;
+  ++count;
+}
+
+Engine::Engine(Model& model, const EngineOptions& opt) : m_(model), opt_(opt) {
+  DSA_CHECK(opt_.page_size > 0 && opt_.kv_pages > 0, "page size and KV pages must be > 0");
+  DSA_CHECK(opt_.max_batch > 0, "max batch must be > 0");
+  DSA_CHECK(opt_.prefill_chunk >= 2, "prefill chunk must be >= 2");
+  kv_ = std::make_shared<KvCache>(m_.config(), opt_.page_size, opt_.kv_pages);
+  vocab_ = m_.config().vocab_size;
+  max_ctx_ = m_.config().max_position_embeddings;
+  if (opt_.prewarm_kv) {  // back the whole budget with memory now: steady RSS under load
+    std::vector<int32_t> pages;
+    for (int64_t i = 0; i < opt_.kv_pages; ++i) pages.push_back(kv_->alloc());
+    for (int32_t p : pages) kv_->release(p);
+  }
+  metrics_.kv_pages_total = opt_.kv_pages;
+  thread_ = std::thread([this] { loop(); });
+}
+
+Engine::~Engine() { shutdown(); }
+
+void Engine::shutdown() {
+  {
+    std::lock_guard<std::mutex> lk(mu_);
+    stop_ = true;
+  }
+  cv_.notify_all();
+  if (thread_.joinable()) thread_.join();
+}
+
+uint64_t Engine::submit(GenRequest req) {
+  auto reject = [&](bool busy, const std::string& msg) {
+    {
+      std::lock_guard<std::mutex> lk(mu_);
+      ++metrics_.requests_rejected;
+    }
+    if (busy) throw EngineBusy(msg);
+    throw Error(msg);
+  };
+  const int64_t P = int64_t(req.prompt.size());
+  if (P == 0) reject(false, "the prompt is empty");
+  for (int32_t t : req.prompt)
+    if (t < 0 || t >= vocab_) reject(false, fmt::format("token id {} is out of range [0, {})", t, vocab_));
+  for (auto& [t, b] : req.logit_bias)
+    if (t < 0 || t >= vocab_) reject(false, fmt::format("logit_bias token id {} is out of range [0, {})", t, vocab_));
+  if (req.max_tokens < 1) reject(false, "max_tokens must be >= 1");
+  if (P + req.max_tokens > max_ctx_)
+    reject(false, fmt::format("prompt ({} tokens) + max_tokens ({}) exceed the model's context ({})", P,
+                              req.max_tokens, max_ctx_));
+  const int64_t need = pages_needed(P + req.max_tokens);
+  if (need > opt_.kv_pages)
+    reject(false, fmt::format("prompt ({} tokens) + max_tokens ({}) need {} KV pages but the KV cache holds only {} "
+                              "pages of {} tokens; shorten the prompt or lower max_tokens",
+                              P, req.max_tokens, need, opt_.kv_pages, opt_.page_size));
+  auto s = std::make_unique<Seq>(Seq{0, std::move(req), SequenceState(kv_), nullptr, 0, 0, 0, -1, false, {}, {}});
+  try {
+    s->sampler = std::make_unique<Sampler>(s->req.sampling);
+  } catch (const Error& e) {
+    reject(false, e.what());
+  }
+  s->submitted = Clock::now();
+  uint64_t id = 0;
+  {
+    std::lock_guard<std::mutex> lk(mu_);
+    if (stop_) {
+      ++metrics_.requests_rejected;
+      throw EngineBusy("the engine is shutting down");
+    }
+    if (int64_t(incoming_.size()) + metrics_.queue_length >= opt_.max_queue) {
+      ++metrics_.requests_rejected;
+      throw EngineBusy(fmt::format("the request queue is full ({} waiting); retry later", opt_.max_queue));
+    }
+    id = next_id_++;
+    s->id = id;
+    incoming_.push_back(std::move(s));
+    busy_ = true;
+  }
+  cv_.notify_all();
+  return id;
+}
+
+void Engine::cancel(uint64_t id) {
+  {
+    std::lock_guard<std::mutex> lk(mu_);
+    cancels_.push_back(id);
+  }
+  cv_.notify_all();
+}
+
+EngineMetrics Engine::metrics() const {
+  std::lock_guard<std::mutex> lk(mu_);
+  return metrics_;
+}
+
+void Engine::wait_idle() {
+  std::unique_lock<std::mutex> lk(mu_);
+  idle_cv_.wait(lk, [&] { return !busy_ && incoming_.empty(); });
+}
+
+void Engine::finish(Seq& s, FinishReason r, const std::string& err) {
+  if (s.done) return;
+  s.done = true;
+  s.state.clear();  // pages back at once (shared prefix pages stay with the cache)
+  {
+    std::lock_guard<std::mutex> lk(mu_);
+    ++metrics_.requests_finished[int(r)];
+  }
+  if (s.req.on_done) s.req.on_done(GenResult{r, err, int64_t(s.req.prompt.size()), s.generated, s.cached});
+}
+
+bool Engine::take_token(Seq& s, float* logits) {
+  for (auto& [t, b] : s.req.logit_bias) logits[t] += b;
+  const int32_t tok = s.sampler->sample(logits, vocab_);
+  const auto now = Clock::now();
+  {
+    std::lock_guard<std::mutex> lk(mu_);
+    if (s.generated == 0)
+      metrics_.ttft.observe(std::chrono::duration<double>(now - s.submitted).count());
+    else
+      metrics_.itl.observe(std::chrono::duration<double>(now - s.last_token).count());
+    ++metrics_.generated_tokens;
+  }
+  s.last_token = now;
+  ++s.generated;
+  if (std::find(s.req.stop_ids.begin(), s.req.stop_ids.end(), tok) != s.req.stop_ids.end()) {
+    finish(s, FinishReason::kStop);
+    return true;
+  }
+  if (s.req.on_token && !s.req.on_token(tok)) {
+    finish(s, FinishReason::kStop);
+    return true;
+  }
+  if (s.generated >= s.req.max_tokens) {
+    finish(s, FinishReason::kLength);
+    return true;
+  }
+  s.last = tok;
+  return false;
+}
+
+bool Engine::evict_one_prefix() {
+  if (prefix_cache_.empty()) return false;
+  prefix_cache_.pop_back();
+  return true;
+}
+
+void Engine::remember_prefix(const Seq& s) {
+  if (opt_.prefix_cache_entries <= 0) return;
+  const int64_t ps = opt_.page_size, n = int64_t(s.req.prompt.size()) / ps * ps;
+  if (n == 0) return;
+  std::vector<int32_t> toks(s.req.prompt.begin(), s.req.prompt.begin() + n);
+  for (auto it = prefix_cache_.begin(); it != prefix_cache_.end();) {
+    const auto& t = it->tokens;
+    if (t.size() >= toks.size() && std::equal(toks.begin(), toks.end(), t.begin())) {
+      prefix_cache_.splice(prefix_cache_.begin(), prefix_cache_, it);  // already covered: refresh
+      return;
+    }
+    if (std::equal(t.begin(), t.end(), toks.begin()))
+      it = prefix_cache_.erase(it);  // a shorter prefix of ours: superseded
+    else
+      ++it;
+  }
+  prefix_cache_.push_front(CacheEntry{std::move(toks), s.state.fork(n)});  // full pages: shared, no copy
+  while (int64_t(prefix_cache_.size()) > opt_.prefix_cache_entries) prefix_cache_.pop_back();
+}
+
+bool Engine::admit(std::unique_ptr<Seq>& s) {
+  const auto& prompt = s->req.prompt;
+  const int64_t P = int64_t(prompt.size()), total = P + s->req.max_tokens, ps = opt_.page_size;
+  for (;;) {
+    // Longest cached prefix at page granularity; at least two prompt tokens stay to prefill so
+    // the last chunk takes the same (S > 1) path as when the prompt is fed alone.
+    auto best = prefix_cache_.end();
+    int64_t best_n = 0;
+    for (auto it = prefix_cache_.begin(); it != prefix_cache_.end(); ++it) {
+      const auto& t = it->tokens;
+      const size_t lim = std::min(t.size(), prompt.size());
+      size_t l = 0;
+      while (l < lim && t[l] == prompt[l]) ++l;
+      const int64_t n = std::min<int64_t>(int64_t(l), P - 2) / ps * ps;
+      if (n > best_n) best_n = n, best = it;
+    }
+    const int64_t need = pages_needed(total) - best_n / ps;
+    if (kv_->free_pages() >= need) {
+      try {
+        SequenceState st = best_n > 0 ? best->state.fork(best_n) : SequenceState(kv_);
+        st.reserve(total - best_n);
+        s->state = std::move(st);
+      } catch (const Error&) {
+        return false;
+      }
+      s->prefilled = s->cached = best_n;
+      if (best_n > 0) prefix_cache_.splice(prefix_cache_.begin(), prefix_cache_, best);
+      std::lock_guard<std::mutex> lk(mu_);
+      metrics_.prompt_tokens += uint64_t(P);
+      if (best_n > 0) {
+        ++metrics_.prefix_cache_hits;
+        metrics_.prefix_cached_tokens += uint64_t(best_n);
+      }
+      return true;
+    }
+    if (!evict_one_prefix()) return false;
+  }
+}
+
+void Engine::prefill_step(Seq& s) {
+  const int64_t P = int64_t(s.req.prompt.size()), rem = P - s.prefilled;
+  int64_t n = std::min(rem, opt_.prefill_chunk);
+  if (rem - n == 1) n = n > 2 ? n - 1 : rem;  // never leave a 1-token chunk (that is the decode path)
+  std::vector<int32_t> piece(s.req.prompt.begin() + s.prefilled, s.req.prompt.begin() + s.prefilled + n);
+  std::vector<float> logits;
+  try {
+    logits = m_.forward(s.state, piece);
+  } catch (const std::exception& e) {
+    finish(s, FinishReason::kError, e.what());
+    return;
+  }
+  s.prefilled += n;
+  {
+    std::lock_guard<std::mutex> lk(mu_);
+    ++metrics_.prefill_steps;
+  }
+  if (s.prefilled < P) return;
+  remember_prefix(s);
+  take_token(s, logits.data() + (int64_t(logits.size()) / vocab_ - 1) * vocab_);
+}
+
+void Engine::decode_step() {
+  std::vector<Seq*> ds;
+  for (auto& s : running_)
+    if (!s->done && s->prefilled == int64_t(s->req.prompt.size()) && s->last >= 0) ds.push_back(s.get());
+  if (ds.empty()) return;
+  std::vector<SequenceState*> states;
+  std::vector<int32_t> toks;
+  for (Seq* s : ds) {
+    states.push_back(&s->state);
+    toks.push_back(s->last);
+  }
+  std::vector<float> logits;
+  try {
+    logits = m_.forward_decode(states, toks);
+  } catch (const std::exception& e) {
+    for (Seq* s : ds) finish(*s, FinishReason::kError, e.what());
+    return;
+  }
+  {
+    std::lock_guard<std::mutex> lk(mu_);
+    ++metrics_.decode_steps;
+  }
+  for (size_t i = 0; i < ds.size(); ++i) take_token(*ds[i], logits.data() + int64_t(i) * vocab_);
+}
+
+void Engine::drop_finished() {
+  running_.erase(std::remove_if(running_.begin(), running_.end(), [](const auto& s) { return s->done; }),
+                 running_.end());
+  waiting_.erase(std::remove_if(waiting_.begin(), waiting_.end(), [](const auto& s) { return s->done; }),
+                 waiting_.end());
+}
+
+void Engine::loop() {
+  for (;;) {
+    std::vector<uint64_t> cancels;
+    {
+      std::unique_lock<std::mutex> lk(mu_);
+      cv_.wait(lk, [&] { return stop_ || !incoming_.empty() || !cancels_.empty() || !running_.empty() || !waiting_.empty(); });
+      if (stop_) break;
+      while (!incoming_.empty()) {
+        waiting_.push_back(std::move(incoming_.front()));
+        incoming_.pop_front();
+      }
+      cancels.swap(cancels_);
+    }
+    for (uint64_t id : cancels) {
+      for (auto& s : running_)
+        if (s->id == id) finish(*s, FinishReason::kCancelled);
+      for (auto& s : waiting_)
+        if (s->id == id) finish(*s, FinishReason::kCancelled);
+    }
+    drop_finished();
+    // Admission in arrival order; a request that does not fit yet blocks those behind it (no
+    // starvation of long prompts).
+    while (!waiting_.empty() && int64_t(running_.size()) < opt_.max_batch) {
+      if (!admit(waiting_.front())) {
+        if (running_.empty())  // cannot happen after the submit() check unless pages leaked
+          finish(*waiting_.front(), FinishReason::kError, "KV cache full: the request cannot be admitted");
+        else
+          break;
+      } else {
+        running_.push_back(std::move(waiting_.front()));
+      }
+      waiting_.pop_front();
+    }
+    // One prefill chunk (oldest unfinished prompt first), then one decode step for everyone else.
+    for (auto& s : running_)
+      if (!s->done && s->prefilled < int64_t(s->req.prompt.size())) {
+        prefill_step(*s);
+        break;
+      }
+    decode_step();
+    drop_finished();
+    bool idle = false;
+    {
+      std::lock_guard<std::mutex> lk(mu_);
+      metrics_.queue_length = int64_t(waiting_.size());
+      metrics_.running = int64_t(running_.size());
+      metrics_.kv_pages_in_use = kv_->pages_in_use();
+      metrics_.prefix_cache_entries = int64_t(prefix_cache_.size());
+      if (running_.empty() && waiting_.empty() && incoming_.empty()) {
+        idle = busy_;
+        busy_ = false;
+      }
+    }
+    if (idle) {
+      malloc_trim(0);  // give freed request buffers back to the OS between bursts
+      idle_cv_.notify_all();
+    }
+  }
+  // Shutdown: everything still pending ends with an error.
+  std::deque<std::unique_ptr<Seq>> rest;
+  {
+    std::lock_guard<std::mutex> lk(mu_);
+    rest.swap(incoming_);
+  }
+  for (auto& s : rest) finish(*s, FinishReason::kError, "the server is shutting down");
+  for (auto& s : waiting_) finish(*s, FinishReason::kError, "the server is shutting down");
+  for (auto& s : running_) finish(*s, FinishReason::kError, "the server is shutting down");
+  waiting_.clear();
+  running_.clear();
+  prefix_cache_.clear();
+  {
+    std::lock_guard<std::mutex> lk(mu_);
+    busy_ = false;
+  }
+  idle_cv_.notify_all();
+}
+
+}  // namespace dsa

@@ -1,0 +1,289 @@
+// Continuous-batching engine on the tiny preset: batching equivalence, admission under the KV
+// budget, queueing, prefix reuse, cancellation, stop conditions.
+#include <gtest/gtest.h>
+
+#include <atomic>
+#include <future>
+#include <thread>
+
+#include "runtime/engine.h"
+#include "test_util.h"
+#include "text/chat_input.h"
+// The server's text side (src/app is not a library): compiled into this test directly.
+#include "../src/app/http_generation.cc"
+
+namespace dsa {
+namespace {
+
+std::unique_ptr<Model> tiny() {
+  return Model::load(test::tiny_model_dir(), ops::ref_ops(), [](const std::string&) {});
+}
+
+std::vector<int32_t> prompt(int n, int salt) {
+  std::vector<int32_t> p;
+  for (int i = 0; i < n; ++i) p.push_back(int32_t((uint64_t(i) * 2654435761u + salt * 977u) % 1000));
+  return p;
+}
+
+struct Outcome {
+  std::vector<int32_t> tokens;
+  GenResult result;
+};
+
+// Submits a request; the future resolves when the engine reports the end.
+std::future<Outcome> submit(Engine& e, std::vector<int32_t> p, int64_t max_tokens, float temp, uint64_t seed,
+                            uint64_t* id = nullptr) {
+  auto out = std::make_shared<Outcome>();
+  auto prom = std::make_shared<std::promise<Outcome>>();
+  GenRequest r;
+  r.prompt = std::move(p);
+  r.max_tokens = max_tokens;
+  r.sampling.temperature = temp;
+  r.sampling.top_p = 0.9f;
+  r.sampling.seed = seed;
+  r.on_token = [out](int32_t t) {
+    out->tokens.push_back(t);
+    return true;
+  };
+  r.on_done = [out, prom](const GenResult& g) {
+    out->result = g;
+    prom->set_value(*out);
+  };
+  const uint64_t i = e.submit(std::move(r));
+  if (id) *id = i;
+  return prom->get_future();
+}
+
+Outcome alone(Model& m, const std::vector<int32_t>& p, int64_t max_tokens, float temp, uint64_t seed) {
+  EngineOptions o;
+  o.page_size = 16;
+  o.kv_pages = 64;
+  o.prefix_cache_entries = 0;
+  Engine e(m, o);
+  return submit(e, p, max_tokens, temp, seed).get();
+}
+
+TEST(Engine, BatchedOutputsEqualEachRequestAlone) {
+  auto m = tiny();
+  EngineOptions o;
+  o.page_size = 16;
+  o.kv_pages = 128;
+  o.max_batch = 8;
+  o.prefill_chunk = 24;  // several prefill chunks interleaved with decode steps
+  Engine e(*m, o);
+  std::vector<std::future<Outcome>> fs;
+  const int lens[] = {5, 40, 17, 64, 33, 2, 50, 9};
+  for (int i = 0; i < 8; ++i) fs.push_back(submit(e, prompt(lens[i], i), 12 + i, i % 2 ? 0.8f : 0.0f, 100 + i));
+  for (int i = 0; i < 8; ++i) {
+    const Outcome b = fs[i].get();
+    const Outcome s = alone(*m, prompt(lens[i], i), 12 + i, i % 2 ? 0.8f : 0.0f, 100 + i);
+    EXPECT_EQ(b.tokens, s.tokens) << "request " << i;
+    EXPECT_EQ(b.result.reason, FinishReason::kLength);
+    EXPECT_EQ(b.result.generated, 12 + i);
+  }
+  e.wait_idle();
+  EXPECT_GT(e.metrics().decode_steps, 0u);
+  EXPECT_LT(e.metrics().decode_steps, uint64_t(8 * 12));  // steps were shared
+}
+
+TEST(Engine, RequestsBeyondTheBudgetAreRefusedOthersQueue) {
+  auto m = tiny();
+  EngineOptions o;
+  o.page_size = 16;
+  o.kv_pages = 8;  // 128 tokens in all
+  o.prefix_cache_entries = 0;
+  Engine e(*m, o);
+  try {
+    submit(e, prompt(100, 1), 40, 0, 0);  // 9 pages: can never fit
+    FAIL() << "no error";
+  } catch (const Error& ex) {
+    EXPECT_NE(std::string(ex.what()).find("KV"), std::string::npos) << ex.what();
+  }
+  EXPECT_EQ(e.metrics().requests_rejected, 1u);
+  // Each needs 4 pages (40 + 20 tokens): at most two at a time, the rest wait in the queue.
+  std::vector<std::future<Outcome>> fs;
+  for (int i = 0; i < 5; ++i) fs.push_back(submit(e, prompt(40, i), 20, 0, 0));
+  bool saw_queue = false;
+  for (int k = 0; k < 200 && !saw_queue; ++k) {
+    const EngineMetrics mm = e.metrics();
+    EXPECT_LE(mm.kv_pages_in_use, 8);
+    EXPECT_LE(mm.running, 2);
+    saw_queue = mm.queue_length > 0;
+    std::this_thread::sleep_for(std::chrono::milliseconds(2));
+  }
+  EXPECT_TRUE(saw_queue);
+  for (int i = 0; i < 5; ++i) {
+    const Outcome b = fs[i].get();
+    EXPECT_EQ(b.tokens, alone(*m, prompt(40, i), 20, 0, 0).tokens) << i;
+  }
+  e.wait_idle();
+  EXPECT_EQ(e.kv().pages_in_use(), 0);
+}
+
+TEST(Engine, PrefixCacheReusesFullPagesAndKeepsResults) {
+  auto m = tiny();
+  EngineOptions o;
+  o.page_size = 16;
+  o.kv_pages = 64;
+  Engine e(*m, o);
+  std::vector<int32_t> a = prompt(50, 3), b = a;
+  b.resize(37);
+  b.push_back(7);
+  b.push_back(8);  // shares 37 tokens: two full pages (32 tokens) reusable
+  const Outcome oa = submit(e, a, 6, 0.7f, 5).get();
+  EXPECT_EQ(oa.result.cached_tokens, 0);
+  const Outcome ob = submit(e, b, 6, 0.7f, 5).get();
+  EXPECT_EQ(ob.result.cached_tokens, 32);
+  EXPECT_EQ(ob.tokens, alone(*m, b, 6, 0.7f, 5).tokens);
+  const Outcome oa2 = submit(e, a, 6, 0.7f, 5).get();  // whole prompt cached: 48 of 50 (2 left to prefill)
+  EXPECT_EQ(oa2.result.cached_tokens, 48);
+  EXPECT_EQ(oa2.tokens, oa.tokens);
+  e.wait_idle();
+  EXPECT_EQ(e.metrics().prefix_cache_hits, 2u);
+  EXPECT_GT(e.kv().pages_in_use(), 0);  // held by the cache
+}
+
+TEST(Engine, PrefixCacheIsEvictedUnderMemoryPressure) {
+  auto m = tiny();
+  EngineOptions o;
+  o.page_size = 16;
+  o.kv_pages = 8;
+  Engine e(*m, o);
+  submit(e, prompt(64, 1), 4, 0, 0).get();  // leaves 4 cached pages
+  e.wait_idle();
+  EXPECT_EQ(e.kv().pages_in_use(), 4);
+  const Outcome big = submit(e, prompt(100, 2), 20, 0, 0).get();  // needs 8 pages: cache must go
+  EXPECT_EQ(big.result.reason, FinishReason::kLength);
+  EXPECT_EQ(big.tokens, alone(*m, prompt(100, 2), 20, 0, 0).tokens);
+}
+
+TEST(Engine, CancellationFreesPagesAtOnce) {
+  auto m = tiny();
+  EngineOptions o;
+  o.page_size = 16;
+  o.kv_pages = 64;
+  o.prefix_cache_entries = 0;
+  Engine e(*m, o);
+  uint64_t id = 0;
+  auto f = submit(e, prompt(30, 4), 500, 0, 0, &id);
+  while (e.metrics().generated_tokens < 3) std::this_thread::sleep_for(std::chrono::milliseconds(1));
+  EXPECT_GT(e.kv().pages_in_use(), 0);
+  e.cancel(id);
+  const Outcome c = f.get();
+  EXPECT_EQ(c.result.reason, FinishReason::kCancelled);
+  EXPECT_LT(c.result.generated, 500);
+  e.wait_idle();
+  EXPECT_EQ(e.kv().pages_in_use(), 0);
+  EXPECT_EQ(e.metrics().requests_finished[int(FinishReason::kCancelled)], 1u);
+}
+
+TEST(Engine, StopIdsAndCallbackStopEndTheRequest) {
+  auto m = tiny();
+  EngineOptions o;
+  o.page_size = 16;
+  o.kv_pages = 64;
+  Engine e(*m, o);
+  const Outcome free_run = submit(e, prompt(10, 5), 8, 0, 0).get();
+  ASSERT_EQ(free_run.tokens.size(), 8u);
+  // Stop id = the 4th greedy token: generation ends there, the stop id is not reported.
+  auto prom = std::make_shared<std::promise<GenResult>>();
+  auto toks = std::make_shared<std::vector<int32_t>>();
+  GenRequest r;
+  r.prompt = prompt(10, 5);
+  r.max_tokens = 8;
+  r.stop_ids = {free_run.tokens[3]};
+  r.on_token = [toks](int32_t t) {
+    toks->push_back(t);
+    return toks->size() < 100;
+  };
+  r.on_done = [prom](const GenResult& g) { prom->set_value(g); };
+  e.submit(std::move(r));
+  const GenResult g = prom->get_future().get();
+  EXPECT_EQ(g.reason, FinishReason::kStop);
+  EXPECT_EQ(g.generated, 4);
+  EXPECT_EQ(*toks, std::vector<int32_t>(free_run.tokens.begin(), free_run.tokens.begin() + 3));
+  // Bad requests are refused synchronously.
+  GenRequest bad;
+  bad.prompt = {5000};
+  EXPECT_THROW(e.submit(std::move(bad)), Error);
+  GenRequest empty;
+  EXPECT_THROW(e.submit(std::move(empty)), Error);
+}
+
+TEST(Engine, ShutdownEndsPendingRequests) {
+  auto m = tiny();
+  EngineOptions o;
+  o.page_size = 16;
+  o.kv_pages = 64;
+  auto e = std::make_unique<Engine>(*m, o);
+  auto f = submit(*e, prompt(20, 6), 900, 0, 0);
+  e->shutdown();
+  const Outcome out = f.get();
+  EXPECT_EQ(out.result.reason, FinishReason::kError);
+  EXPECT_LT(out.result.generated, 900);
+}
+
+// Feeds the tokens of a completion text through a Generation as the engine would.
+struct Fed {
+  std::string streamed_reasoning, streamed_content;
+  app::FinalMessage final;
+};
+Fed feed(const text::Tokenizer& tok, const std::string& completion, bool thinking, std::vector<std::string> stops,
+         FinishReason reason = FinishReason::kStop) {
+  app::Generation g(tok, true, thinking, std::move(stops));
+  Fed f;
+  int64_t n = 0;
+  for (int32_t t : tok.encode(completion)) {
+    ++n;
+    const bool go_on = g.on_token(t);
+    const app::TextDelta d = g.take_delta();
+    f.streamed_reasoning += d.reasoning;
+    f.streamed_content += d.content;
+    if (!go_on) break;
+  }
+  g.on_done(GenResult{reason, "", 3, n, 0});
+  const app::TextDelta d = g.take_delta();
+  f.streamed_reasoning += d.reasoning;
+  f.streamed_content += d.content;
+  f.final = g.final_message();
+  return f;
+}
+
+TEST(ServerText, ToolCallsReasoningAndStopStrings) {
+  std::string path;
+  try {
+    path = text::default_tokenizer_path();
+  } catch (const Error&) {
+    GTEST_SKIP() << "no tokenizer.json (scripts/fetch_tokenizer.sh)";
+  }
+  const text::Tokenizer tok = text::Tokenizer::from_file(path);
+  const std::string calls =
+      "\n\n<｜DSML｜function_calls>\n<｜DSML｜invoke name=\"get_weather\">\n"
+      "<｜DSML｜parameter name=\"city\" string=\"true\">Paris</｜DSML｜parameter>\n"
+      "<｜DSML｜parameter name=\"days\" string=\"false\">2</｜DSML｜parameter>\n"
+      "</｜DSML｜invoke>\n</｜DSML｜function_calls>";
+  Fed f = feed(tok, "Let me look it up.</think>Checking." + calls, true, {});
+  EXPECT_TRUE(f.final.parsed);
+  EXPECT_EQ(f.final.finish_reason, "tool_calls");
+  EXPECT_EQ(f.final.reasoning_content, "Let me look it up.");
+  EXPECT_EQ(f.final.content, "Checking.");
+  ASSERT_EQ(f.final.tool_calls.size(), 1u);
+  EXPECT_EQ(f.final.tool_calls[0].name, "get_weather");
+  EXPECT_EQ(f.final.tool_calls[0].arguments, "{\"city\": \"Paris\", \"days\": 2}");
+  // The stream shows reasoning and content apart, never the DSML block or </think>.
+  EXPECT_EQ(f.streamed_reasoning, "Let me look it up.");
+  EXPECT_EQ(f.streamed_content, "Checking.");
+  // Chat mode, plain answer; a stop string cuts the text and is never streamed.
+  f = feed(tok, "The answer is 42. END more text", false, {"END"});
+  EXPECT_EQ(f.final.content, "The answer is 42. ");
+  EXPECT_EQ(f.streamed_content, "The answer is 42. ");
+  EXPECT_EQ(f.final.finish_reason, "stop");
+  // Cut by max_tokens inside the reasoning: returned as reasoning, finish "length".
+  f = feed(tok, "thinking still", true, {}, FinishReason::kLength);
+  EXPECT_FALSE(f.final.parsed);
+  EXPECT_EQ(f.final.reasoning_content, "thinking still");
+  EXPECT_EQ(f.final.finish_reason, "length");
+}
+
+}  // namespace
+}  // namespace dsa

@@ -1,0 +1,407 @@
+#!/usr/bin/env python3
+# Integration tests of `dsa serve` (OpenAI client, raw HTTP, load, SIGTERM drain) and `dsa chat`,
+# against a demo-preset model on a free loopback port. Run by ctest; exits non-zero on failure.
+import argparse
+import concurrent.futures as cf
+import http.client
+import json
+import os
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import traceback
+
+try:
+    import openai
+except ImportError:
+    sys.exit("tests/server: the openai package is missing; run scripts/setup.sh "
+             "(python3 -m pip install openai==3.57.0)")
+
+ARGS = None
+SERVER = {}
+FIGURES = {}
+
+
+def dsa(*a, **kw):
+    return subprocess.run([ARGS.dsa, *a], check=True, capture_output=True, text=True, **kw)
+
+
+def start_server(extra=()):
+    cmd = [ARGS.dsa, "serve", "-m", ARGS.model, "--host", "127.0.0.1", "--port", "0", "--kv-pages", "512",
+           "--page-size", "64", "--max-batch", "32", "--max-prompt-tokens", "2048", "--max-tokens-limit", "256",
+           "--max-body-bytes", "1000000", *extra]
+    p = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    line = p.stdout.readline()
+    if not line.startswith("listening on "):
+        p.kill()
+        raise RuntimeError("server did not start: " + line + p.stderr.read())
+    threading.Thread(target=p.stderr.read, daemon=True).start()  # keep the pipe drained
+    url = line.split()[-1]
+    return p, url, int(url.rsplit(":", 1)[1])
+
+
+def client():
+    return openai.OpenAI(base_url=SERVER["url"] + "/v1", api_key="none", max_retries=0, timeout=120)
+
+
+def raw(method, path, body=None, headers=None):
+    c = http.client.HTTPConnection("127.0.0.1", SERVER["port"], timeout=60)
+    c.request(method, path, body=body, headers=headers or {"Content-Type": "application/json"})
+    r = c.getresponse()
+    data = r.read()
+    c.close()
+    return r.status, data
+
+
+def rss_kb(pid):
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1])
+    return 0
+
+
+def metrics():
+    st, data = raw("GET", "/metrics")
+    assert st == 200
+    out = {}
+    for line in data.decode().splitlines():
+        if line and not line.startswith("#"):
+            k, v = line.rsplit(" ", 1)
+            out[k] = float(v)
+    return out
+
+
+def tokenize_messages(obj, thinking=False):
+    with tempfile.NamedTemporaryFile("w", suffix=".json", delete=False) as f:
+        json.dump(obj, f)
+    try:
+        a = ["tokenize", "--messages", f.name] + (["--thinking"] if thinking else [])
+        return [int(x) for x in dsa(*a).stdout.split()]
+    finally:
+        os.unlink(f.name)
+
+
+# ---------------------------------------------------------------------------------------------- tests
+
+def test_health_and_models():
+    st, data = raw("GET", "/health")
+    assert st == 200 and json.loads(data)["status"] == "ok"
+    models = client().models.list()
+    assert len(models.data) == 1 and models.data[0].id == "demo", models
+
+
+def test_chat_plain_and_usage():
+    msgs = [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Hello! How are you today?"}]
+    r = client().chat.completions.create(model="demo", messages=msgs, max_tokens=8, seed=7, temperature=0.8)
+    ch = r.choices[0]
+    assert isinstance(ch.message.content, str) and ch.message.role == "assistant"
+    assert ch.finish_reason in ("length", "stop"), ch.finish_reason
+    assert r.usage.prompt_tokens == len(tokenize_messages(msgs)), (r.usage, len(tokenize_messages(msgs)))
+    assert r.usage.total_tokens == r.usage.prompt_tokens + r.usage.completion_tokens
+    r2 = client().chat.completions.create(model="demo", messages=msgs, max_tokens=8, seed=7, temperature=0.8)
+    assert r2.choices[0].message.content == ch.message.content  # same seed, same text
+
+
+def test_chat_stream_matches_non_stream():
+    msgs = [{"role": "user", "content": "Tell me a story about a cat."}]
+    kw = dict(model="demo", messages=msgs, max_tokens=10, seed=3, temperature=0.9)
+    full = client().chat.completions.create(**kw)
+    parts, finish, usage = [], None, None
+    for chunk in client().chat.completions.create(stream=True, stream_options={"include_usage": True}, **kw):
+        if chunk.usage:
+            usage = chunk.usage
+        for c in chunk.choices:
+            if c.delta.content:
+                parts.append(c.delta.content)
+            finish = c.finish_reason or finish
+    assert "".join(parts) == full.choices[0].message.content, ("".join(parts), full.choices[0].message.content)
+    assert finish == full.choices[0].finish_reason
+    assert usage is not None and usage.completion_tokens == full.usage.completion_tokens
+
+
+def tool_conversation():
+    tools = [{"type": "function", "function": {
+        "name": "get_weather", "description": "Weather of a city",
+        "parameters": {"type": "object", "properties": {"city": {"type": "string"}, "days": {"type": "integer"}},
+                       "required": ["city"]}}}]
+    msgs = [{"role": "user", "content": "Weather in Paris and Rome for 2 days?"},
+            {"role": "assistant", "content": None, "tool_calls": [
+                {"id": "call_1", "type": "function",
+                 "function": {"name": "get_weather", "arguments": json.dumps({"city": "Paris", "days": 2})}},
+                {"id": "call_2", "type": "function",
+                 "function": {"name": "get_weather", "arguments": json.dumps({"city": "Rome", "days": 2})}}]},
+            {"role": "tool", "tool_call_id": "call_1", "content": "{\"temp\": 21}"},
+            {"role": "tool", "tool_call_id": "call_2", "content": "{\"temp\": 25}"}]
+    return tools, msgs
+
+
+def test_tool_call_round_trip_encoding():
+    tools, msgs = tool_conversation()
+    for thinking in (False, True):
+        r = client().chat.completions.create(model="demo", messages=msgs, tools=tools, max_tokens=4, seed=1,
+                                             extra_body={"chat_template_kwargs": {"thinking": thinking}})
+        expect = tokenize_messages({"messages": msgs, "tools": tools}, thinking)
+        assert r.usage.prompt_tokens == len(expect), (thinking, r.usage.prompt_tokens, len(expect))
+    # The same ids through /v1/completions with the token list give the same usage (sanity).
+    r = client().completions.create(model="demo", prompt=expect, max_tokens=2)
+    assert r.usage.prompt_tokens == len(expect)
+    # tool_choice "none" drops the tools block; forcing a tool is refused.
+    r = client().chat.completions.create(model="demo", messages=msgs[:1], tools=tools, tool_choice="none", max_tokens=2)
+    assert r.usage.prompt_tokens == len(tokenize_messages(msgs[:1]))
+    try:
+        client().chat.completions.create(model="demo", messages=msgs[:1], tools=tools, tool_choice="required", max_tokens=2)
+        raise AssertionError("tool_choice=required accepted")
+    except openai.BadRequestError:
+        pass
+
+
+def test_thinking_mode():
+    msgs = [{"role": "user", "content": "What is 1+1?"}]
+    kw = dict(model="demo", messages=msgs, max_tokens=8, seed=11, temperature=0.7,
+              extra_body={"chat_template_kwargs": {"thinking": True}})
+    r = client().chat.completions.create(**kw)
+    m = r.choices[0].message
+    reasoning = getattr(m, "reasoning_content", None)
+    assert isinstance(reasoning, str) and reasoning, m  # random weights: the whole output is reasoning
+    assert r.usage.prompt_tokens == len(tokenize_messages(msgs, True))
+    got = []
+    for chunk in client().chat.completions.create(stream=True, **kw):
+        for c in chunk.choices:
+            d = c.delta.model_extra or {}
+            if d.get("reasoning_content"):
+                got.append(d["reasoning_content"])
+    assert "".join(got) == reasoning + (m.content or ""), ("".join(got), reasoning)
+
+
+def test_completions_and_stop():
+    c = client()
+    r = c.completions.create(model="demo", prompt="The capital of France is", max_tokens=12, temperature=0)
+    text = r.choices[0].text
+    assert r.choices[0].finish_reason == "length" and r.usage.completion_tokens == 12
+    r2 = c.completions.create(model="demo", prompt=[0, 671, 6102, 294, 8760], max_tokens=3, temperature=0)
+    assert r2.usage.prompt_tokens == 5 and r2.usage.completion_tokens == 3
+    stream_text = "".join(ch.choices[0].text for ch in c.completions.create(
+        model="demo", prompt="The capital of France is", max_tokens=12, temperature=0, stream=True) if ch.choices)
+    assert stream_text == text, (stream_text, text)
+    k = len(text) // 2
+    stop = text[k:k + 2]
+    cut = text[:text.find(stop)]
+    r3 = c.completions.create(model="demo", prompt="The capital of France is", max_tokens=12, temperature=0, stop=[stop])
+    assert r3.choices[0].text == cut and r3.choices[0].finish_reason == "stop", (r3.choices[0], stop, cut)
+    s3 = "".join(ch.choices[0].text for ch in c.completions.create(
+        model="demo", prompt="The capital of France is", max_tokens=12, temperature=0, stop=stop, stream=True) if ch.choices)
+    assert s3 == cut, (s3, cut)
+    # logit_bias: forcing one token makes greedy output that token every time.
+    r4 = c.completions.create(model="demo", prompt="x", max_tokens=3, temperature=0, logit_bias={"33310": 100})
+    assert r4.choices[0].text == "hello" * 3, r4.choices[0].text
+
+
+def test_malformed_requests():
+    chat = "/v1/chat/completions"
+    ok_msgs = [{"role": "user", "content": "hi"}]
+    cases = [
+        ("bad json", chat, b"{\"messages\": [", 400),
+        ("not an object", chat, b"[1,2]", 400),
+        ("missing messages", chat, json.dumps({"model": "demo"}).encode(), 400),
+        ("wrong type", chat, json.dumps({"messages": ok_msgs, "max_tokens": "ten"}).encode(), 400),
+        ("unknown field", chat, json.dumps({"messages": ok_msgs, "frobnicate": 1}).encode(), 400),
+        ("bad role", chat, json.dumps({"messages": [{"role": "wizard", "content": "x"}]}).encode(), 400),
+        ("messages not list", chat, json.dumps({"messages": "hi"}).encode(), 400),
+        ("max_tokens too big", chat, json.dumps({"messages": ok_msgs, "max_tokens": 100000}).encode(), 400),
+        ("max_tokens zero", chat, json.dumps({"messages": ok_msgs, "max_tokens": 0}).encode(), 400),
+        ("temperature range", chat, json.dumps({"messages": ok_msgs, "temperature": 9}).encode(), 400),
+        ("n=2", chat, json.dumps({"messages": ok_msgs, "n": 2}).encode(), 400),
+        ("stop type", chat, json.dumps({"messages": ok_msgs, "stop": 5}).encode(), 400),
+        ("prompt too long", "/v1/completions", json.dumps({"prompt": list(range(100, 2200))}).encode(), 400),
+        ("bad token id", "/v1/completions", json.dumps({"prompt": [1, -5]}).encode(), 400),
+        ("prompt type", "/v1/completions", json.dumps({"prompt": {"a": 1}}).encode(), 400),
+        ("body too large", chat, b"{\"messages\": \"" + b"a" * 1_200_000 + b"\"}", 413),
+    ]
+    for name, path, body, want in cases:
+        st, data = raw("POST", path, body)
+        assert st == want, (name, st, data[:200])
+        err = json.loads(data)["error"]
+        assert isinstance(err["message"], str) and err["message"], (name, data)
+    st, data = raw("GET", "/v1/nothing")
+    assert st == 404 and "error" in json.loads(data)
+    # Garbage on the socket: the server answers 400 (or closes) and stays up.
+    s = socket.create_connection(("127.0.0.1", SERVER["port"]), timeout=10)
+    s.sendall(b"\x00\x01 garbage \r\n\r\n")
+    try:
+        s.recv(1000)
+    except OSError:
+        pass
+    s.close()
+    assert raw("GET", "/health")[0] == 200
+
+
+def test_client_disconnect_cancels():
+    before = metrics()
+    c = http.client.HTTPConnection("127.0.0.1", SERVER["port"], timeout=60)
+    body = json.dumps({"messages": [{"role": "user", "content": "go on forever"}], "max_tokens": 256,
+                       "stream": True, "temperature": 0.5, "seed": 1, "ignore_eos": True})
+    c.request("POST", "/v1/chat/completions", body=body, headers={"Content-Type": "application/json"})
+    r = c.getresponse()
+    r.fp.readline()
+    r.fp.readline()
+    c.sock.shutdown(socket.SHUT_RDWR)
+    c.close()
+    key = 'dsa_requests_finished_total{reason="cancelled"}'
+    for _ in range(100):
+        m = metrics()
+        if m[key] > before[key] and m["dsa_running_sequences"] == 0:
+            break
+        time.sleep(0.1)
+    assert m[key] == before[key] + 1, m[key]
+    assert m["dsa_generation_tokens_total"] - before["dsa_generation_tokens_total"] < 200
+
+
+def load_request(i):
+    return dict(model="demo", messages=[{"role": "user", "content": f"Request number {i}: say something."}],
+                max_tokens=8, seed=1000 + i, temperature=0.8, top_p=0.95)
+
+
+def test_load_concurrent_streams():
+    pid = SERVER["proc"].pid
+    c = client()
+    # Warm-up at the same concurrency (touches HTTP worker stacks and allocator arenas once), so
+    # the baseline is the steady state and any growth after the load is a leak.
+    with cf.ThreadPoolExecutor(32) as ex:
+        list(ex.map(lambda i: client().chat.completions.create(**dict(load_request(100 + i), max_tokens=2)), range(32)))
+    time.sleep(1.0)
+    base = rss_kb(pid)
+    n = 32
+    results = [None] * n
+    errors = []
+
+    def one(i):
+        t0 = time.time()
+        ttft, parts = None, []
+        try:
+            for chunk in client().chat.completions.create(stream=True, **load_request(i)):
+                for ch in chunk.choices:
+                    if ch.delta.content:
+                        if ttft is None:
+                            ttft = time.time() - t0
+                        parts.append(ch.delta.content)
+            results[i] = ("".join(parts), ttft, time.time() - t0)
+        except openai.APIStatusError as e:  # refused cleanly (e.g. 503 overloaded) is acceptable
+            results[i] = ("<refused>", None, time.time() - t0)
+            errors.append(e.status_code)
+    t0 = time.time()
+    with cf.ThreadPoolExecutor(n) as ex:
+        list(ex.map(one, range(n)))
+    wall = time.time() - t0
+    assert wall < 60, wall
+    assert all(e in (429, 503) for e in errors), errors
+    done = [r for r in results if r and r[0] != "<refused>"]
+    assert len(done) >= n // 2, len(done)
+    assert raw("GET", "/health")[0] == 200
+    for _ in range(50):
+        if metrics()["dsa_running_sequences"] == 0:
+            break
+        time.sleep(0.1)
+    time.sleep(1.0)
+    after = rss_kb(pid)
+    ttfts = sorted(r[1] for r in done if r[1] is not None)
+    FIGURES.update(load_clients=n, load_completed=len(done), load_refused=len(errors), load_wall_s=round(wall, 2),
+                   load_req_per_s=round(len(done) / wall, 2), ttft_p50_s=round(statistics.median(ttfts), 3),
+                   ttft_p95_s=round(ttfts[int(0.95 * (len(ttfts) - 1))], 3), rss_base_mb=round(base / 1024, 1),
+                   rss_after_mb=round(after / 1024, 1))
+    assert abs(after - base) <= 0.10 * base, (base, after)
+    # Same seed alone (one request at a time) gives the same text as under load.
+    for i, r in enumerate(results):
+        if r[0] == "<refused>":
+            continue
+        alone = c.chat.completions.create(**load_request(i)).choices[0].message.content
+        assert alone == r[0], (i, alone, r[0])
+
+
+def test_chat_command_non_tty():
+    inp = "Hello there\n/think\nWhat is 2+2?\n/reset\n/think\nBye\n/exit\n"
+    r = subprocess.run([ARGS.dsa, "chat", "-m", ARGS.model, "-n", "6", "--seed", "1"], input=inp,
+                       capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr
+    out = r.stdout
+    assert "[thinking mode on]" in out and "[thinking mode off]" in out and "[history cleared]" in out, out
+    assert "[reasoning] " in out, out
+    assert out.count("tokens, ") == 3, out
+
+
+def test_sigterm_drains_and_exits_zero():
+    p = SERVER["proc"]
+    box = {}
+
+    def slow():
+        try:
+            box["r"] = client().completions.create(model="demo", prompt="drain me", max_tokens=40, temperature=0,
+                                                   extra_body={"ignore_eos": True})
+        except Exception as e:  # noqa: BLE001
+            box["e"] = e
+    t = threading.Thread(target=slow)
+    t.start()
+    time.sleep(0.3)
+    p.send_signal(signal.SIGTERM)
+    t.join(60)
+    rc = p.wait(60)
+    assert "r" in box, box.get("e")
+    assert box["r"].usage.completion_tokens == 40 and box["r"].choices[0].finish_reason == "length"
+    assert rc == 0, rc
+    try:
+        socket.create_connection(("127.0.0.1", SERVER["port"]), timeout=2).close()
+        raise AssertionError("still accepting after SIGTERM")
+    except OSError:
+        pass
+
+
+TESTS = [test_health_and_models, test_chat_plain_and_usage, test_chat_stream_matches_non_stream,
+         test_tool_call_round_trip_encoding, test_thinking_mode, test_completions_and_stop, test_malformed_requests,
+         test_client_disconnect_cancels, test_load_concurrent_streams, test_chat_command_non_tty,
+         test_sigterm_drains_and_exits_zero]
+
+
+def main():
+    global ARGS
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--dsa", required=True)
+    ap.add_argument("--work-dir", default=None, help="where the demo model is made (default: next to dsa)")
+    ap.add_argument("-k", default="", help="run only tests whose name contains this")
+    ARGS = ap.parse_args()
+    work = ARGS.work_dir or os.path.join(os.path.dirname(os.path.abspath(ARGS.dsa)), "test_models")
+    ARGS.model = os.path.join(work, "demo")
+    if not os.path.exists(os.path.join(ARGS.model, "config.json")):
+        os.makedirs(work, exist_ok=True)
+        dsa("make-model", "--preset", "demo", "-o", ARGS.model)
+    p, url, port = start_server()
+    SERVER.update(proc=p, url=url, port=port)
+    failed = 0
+    t_all = time.time()
+    try:
+        for t in TESTS:
+            if ARGS.k not in t.__name__:
+                continue
+            t0 = time.time()
+            try:
+                t()
+                print(f"PASS {t.__name__} ({time.time() - t0:.1f}s)", flush=True)
+            except Exception:  # noqa: BLE001
+                failed += 1
+                print(f"FAIL {t.__name__} ({time.time() - t0:.1f}s)\n{traceback.format_exc()}", flush=True)
+    finally:
+        if p.poll() is None:
+            p.kill()
+            p.wait()
+    if FIGURES:
+        print("load figures: " + json.dumps(FIGURES))
+    print(f"{'FAILED' if failed else 'OK'}: {failed} failed, {time.time() - t_all:.1f}s")
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
