@@ -8,13 +8,18 @@
 
 namespace dsa {
 
-KvCache::KvCache(const ModelConfig& c, int64_t page_size, int64_t max_pages)
+KvCache::KvCache(const ModelConfig& c, int64_t page_size, int64_t max_pages, const ops::Memory& mem)
     : page_size_(page_size), max_pages_(max_pages), index_dim_(c.index_head_dim),
-      latent_{c.kv_lora_rank, c.qk_rope_head_dim} {
+      latent_{c.kv_lora_rank, c.qk_rope_head_dim}, mem_(&mem) {
   DSA_CHECK(page_size > 0 && page_size <= 4096, "KV page size {} must be in [1, 4096]", page_size);
   DSA_CHECK(max_pages >= 0, "KV page budget must be >= 0");
-  latent_pool_.resize(size_t(c.num_hidden_layers));
-  index_pool_.resize(size_t(c.num_hidden_layers));
+  latent_pool_.assign(size_t(c.num_hidden_layers), nullptr);
+  index_pool_.assign(size_t(c.num_hidden_layers), nullptr);
+}
+
+KvCache::~KvCache() {
+  for (auto* p : latent_pool_) if (p) mem_->free(p);
+  for (auto* p : index_pool_) if (p) mem_->free(p);
 }
 
 int64_t KvCache::free_pages() const {
@@ -22,19 +27,27 @@ int64_t KvCache::free_pages() const {
   return max_pages_ - in_use_;
 }
 
-size_t KvCache::bytes() const {
-  size_t b = 0;
-  for (auto& v : latent_pool_) b += v.size();
-  for (auto& v : index_pool_) b += v.size();
-  return b;
-}
+size_t KvCache::bytes() const { return size_t(capacity_) * bytes_per_page(); }
 
 void KvCache::grow(int64_t pages) {
   if (pages <= capacity_) return;
   int64_t cap = std::max<int64_t>(pages, std::max<int64_t>(4, capacity_ * 2));
   if (max_pages_ > 0) cap = std::min(cap, max_pages_);
-  for (auto& v : latent_pool_) v.resize(size_t(cap * page_size_ * latent_.row_bytes()));
-  for (auto& v : index_pool_) v.resize(size_t(cap * index_page_bytes()));
+  // New pools, old contents copied over (device-to-device on a device backend), new pages zeroed.
+  auto regrow = [&](std::vector<uint8_t*>& pools, size_t old_bytes, size_t new_bytes) {
+    for (auto*& p : pools) {
+      auto* q = static_cast<uint8_t*>(mem_->alloc(new_bytes));
+      if (p) {
+        mem_->copy(q, p, old_bytes, ops::CopyKind::kDeviceToDevice);
+        mem_->free(p);
+      }
+      mem_->fill(q + old_bytes, 0, new_bytes - old_bytes);
+      p = q;
+    }
+  };
+  const size_t lrow = size_t(page_size_ * latent_.row_bytes()), ipage = size_t(index_page_bytes());
+  regrow(latent_pool_, size_t(capacity_) * lrow, size_t(cap) * lrow);
+  regrow(index_pool_, size_t(capacity_) * ipage, size_t(cap) * ipage);
   for (int64_t p = cap - 1; p >= capacity_; --p) free_list_.push_back(int32_t(p));
   refs_.resize(size_t(cap), 0);
   capacity_ = cap;
@@ -68,8 +81,8 @@ void KvCache::release(int32_t page) {
 
 void KvCache::copy_page(int32_t dst, int32_t src) {
   const size_t lb = size_t(page_size_ * latent_.row_bytes()), ib = size_t(index_page_bytes());
-  for (auto& v : latent_pool_) std::memcpy(v.data() + dst * lb, v.data() + src * lb, lb);
-  for (auto& v : index_pool_) std::memcpy(v.data() + dst * ib, v.data() + src * ib, ib);
+  for (auto* p : latent_pool_) mem_->copy(p + dst * lb, p + src * lb, lb, ops::CopyKind::kDeviceToDevice);
+  for (auto* p : index_pool_) mem_->copy(p + dst * ib, p + src * ib, ib, ops::CopyKind::kDeviceToDevice);
 }
 
 SequenceState& SequenceState::operator=(SequenceState&& o) noexcept {

@@ -13,8 +13,12 @@ namespace dsa {
 
 class KvCache {
  public:
-  // max_pages = 0: grow without limit (single-sequence use); otherwise a hard budget.
-  KvCache(const ModelConfig& c, int64_t page_size = 64, int64_t max_pages = 0);
+  // max_pages = 0: grow without limit (single-sequence use); otherwise a hard budget. The pools
+  // live in `mem` (host memory by default; the model's backend memory via Model::make_kv_cache).
+  KvCache(const ModelConfig& c, int64_t page_size = 64, int64_t max_pages = 0,
+          const ops::Memory& mem = ops::host_memory());
+  ~KvCache();
+  KvCache(const KvCache&) = delete;
 
   int64_t page_size() const { return page_size_; }
   int64_t max_pages() const { return max_pages_; }
@@ -28,6 +32,7 @@ class KvCache {
   size_t bytes_per_page() const {  // all layers
     return latent_pool_.size() * size_t(page_size_ * latent_.row_bytes() + index_page_bytes());
   }
+  const ops::Memory& memory() const { return *mem_; }
 
   int32_t alloc();  // throws dsa::Error when the budget is exhausted
   void retain(int32_t page);
@@ -36,14 +41,15 @@ class KvCache {
   // Copies one page's rows (all layers) into another (copy-on-write of a shared partial page).
   void copy_page(int32_t dst, int32_t src);
 
-  uint8_t* latent(int64_t layer) { return latent_pool_[size_t(layer)].data(); }  // [capacity*page_size, row_bytes]
-  uint8_t* index(int64_t layer) { return index_pool_[size_t(layer)].data(); }    // [capacity, index_page_bytes]
+  uint8_t* latent(int64_t layer) { return latent_pool_[size_t(layer)]; }  // [capacity*page_size, row_bytes]
+  uint8_t* index(int64_t layer) { return index_pool_[size_t(layer)]; }    // [capacity, index_page_bytes]
 
  private:
   void grow(int64_t pages);
   int64_t page_size_, max_pages_, index_dim_, capacity_ = 0, in_use_ = 0;
   ops::LatentLayout latent_;
-  std::vector<std::vector<uint8_t>> latent_pool_, index_pool_;
+  const ops::Memory* mem_;
+  std::vector<uint8_t*> latent_pool_, index_pool_;
   std::vector<int32_t> refs_, free_list_;
 };
 

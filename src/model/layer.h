@@ -15,11 +15,12 @@ struct Model::Rows {
   int64_t maxb = 0;                    // block-table width
   std::vector<int32_t> block_table;    // [S, maxb] page ids of each row's sequence
   std::vector<int64_t> write_row;      // [S] physical latent row of each new token
+  Tensor block_table_dev, pos_dev;     // backend copies of block_table and pos
 };
 
 struct LayerContext {
   const ModelConfig& cfg;
-  const ops::OpTable& ops;
+  Backend& be;
   Model::Rows& rows;
   int64_t S;
   const float* rope_cos;     // [>= max position + 1, rope/2]
@@ -32,14 +33,18 @@ struct LayerContext {
 void run_layer(const LayerContext& ctx, const LayerWeights& w, int64_t layer, Tensor& h, Tensor& residual);
 
 // act_quant + fp8_gemm: y[M, out] (row stride ldy) = x[M, in] @ W^T, spec §3.2.
-void fp8_linear(const ops::OpTable& ops, const bf16* x, int64_t M, const Fp8Matrix& W, bf16* y, int64_t ldy);
+void fp8_linear(Backend& be, const bf16* x, int64_t M, const Fp8Matrix& W, bf16* y, int64_t ldy);
+// A strided slice copy: rows of `bytes` from src (stride src_stride) to dst (stride dst_stride).
+void copy_slice(Backend& be, const void* src, int64_t src_stride, void* dst, int64_t dst_stride, int64_t bytes,
+                int64_t rows);
 
 // Attention + indexer part (model/attention.cc): returns o_proj output [S, H].
 Tensor run_attention(const LayerContext& ctx, const LayerWeights& w, int64_t layer, const Tensor& xn);
 // Feed-forward part (model/moe.cc): dense MLP or MoE, returns [S, H].
 Tensor run_ffn(const LayerContext& ctx, const LayerWeights& w, int64_t layer, const Tensor& xn);
 
-// Dump helper: adds a bf16 tensor [S, ...] under "l{layer}.{name}" if the dump wants it.
+// Dump helpers: add a backend tensor [S, ...] under "l{layer}.{name}" if the dump wants it.
 void dump_bf16(const LayerContext& ctx, int64_t layer, const char* name, const bf16* data, const Shape& row_shape);
+void dump_f32(const LayerContext& ctx, int64_t layer, const char* name, const float* data, const Shape& row_shape);
 
 }  // namespace dsa

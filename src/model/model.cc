@@ -76,13 +76,22 @@ std::unique_ptr<Model> Model::load(const std::string& dir, const ops::OpTable& o
   m->cfg_ = ModelConfig::load(dir + "/config.json");
   m->ckpt_ = Checkpoint::open(dir);
   m->w_ = load_weights(m->ckpt_, m->cfg_, log);
-  m->ops_ = &ops;
+  m->be_ = std::make_unique<Backend>(ops);
   for (auto& [n, e] : m->ckpt_.tensors()) m->weight_bytes_ += e.nbytes;
+  if (m->be_->device()) {
+    // Weights live on the device: one upload at load, FP8 stays FP8.
+    for_each_tensor(m->w_, [&](Tensor& t) { t = m->be_->mirror(t); });
+    log(fmt::format("uploaded {:.1f} MB of weights to the {} backend", m->weight_bytes_ / 1e6, ops.name));
+  }
   return m;
 }
 
+std::shared_ptr<KvCache> Model::make_kv_cache(int64_t page_size, int64_t max_pages) const {
+  return std::make_shared<KvCache>(cfg_, page_size, max_pages, be_->ops().mem);
+}
+
 SequenceState Model::new_sequence() {
-  if (!own_kv_) own_kv_ = std::make_shared<KvCache>(cfg_);
+  if (!own_kv_) own_kv_ = make_kv_cache();
   return SequenceState(own_kv_);
 }
 
@@ -100,6 +109,8 @@ void Model::ensure_rope(int64_t n) {
       rope_cos_[p * half + i] = float(std::cos(double(theta)));
       rope_sin_[p * half + i] = float(std::sin(double(theta)));
     }
+  rope_cos_dev_ = be_->upload(rope_cos_.data(), DType::F32, {cap, half});
+  rope_sin_dev_ = be_->upload(rope_sin_.data(), DType::F32, {cap, half});
 }
 
 std::vector<float> Model::forward(SequenceState& st, const std::vector<int32_t>& tokens, const ForwardOptions& opt) {
@@ -142,8 +153,10 @@ std::vector<float> Model::run(Rows& rows, const std::vector<int32_t>& tokens, co
     for (auto* q : rows.seqs) q->reserve(1);
   }
   KvCache& kv = rows.seqs[0]->kv();
+  DSA_CHECK(&kv.memory() == &be_->ops().mem || (!kv.memory().device && !be_->device()),
+            "the KV cache lives in other memory than the {} backend's", be_->ops().name);
   rows.kv = &kv;
-  // Block tables [S, maxb] and physical rows of the new tokens.
+  // Block tables [S, maxb] and physical rows of the new tokens (host copies + backend copies).
   const int64_t ps = kv.page_size();
   rows.maxb = (max_end + ps - 1) / ps;
   rows.block_table.assign(size_t(S * rows.maxb), 0);
@@ -152,26 +165,33 @@ std::vector<float> Model::run(Rows& rows, const std::vector<int32_t>& tokens, co
     std::copy(pg.begin(), pg.begin() + (rows.pos[s] + ps) / ps, rows.block_table.begin() + s * rows.maxb);
     rows.write_row.push_back(rows.seqs[s]->row(rows.pos[s]));
   }
+  Backend& be = *be_;
+  const ops::OpTable& ops = be.ops();
+  rows.block_table_dev = be.upload(rows.block_table, DType::I32);
+  rows.pos_dev = be.upload(rows.pos, DType::I32);
   ensure_rope(max_end);
   if (opt.record) opt.record->layers.assign(cfg_.num_hidden_layers, {});
 
-  Tensor h = Tensor::empty(DType::BF16, {S, H});
-  for (int64_t s = 0; s < S; ++s)
-    std::copy(w_.embed.ptr<bf16>() + int64_t(tokens[s]) * H, w_.embed.ptr<bf16>() + (tokens[s] + 1) * H,
-              h.ptr<bf16>() + s * H);
+  // Embedding rows (a gather of bf16 rows by token id).
+  std::vector<int64_t> src_off(static_cast<size_t>(S));
+  for (int64_t s = 0; s < S; ++s) src_off[s] = int64_t(tokens[s]) * H * 2;
+  const Tensor off = be.upload(src_off, DType::I64);
+  Tensor h = be.alloc(DType::BF16, {S, H});
+  ops.copy_rows({w_.embed.ptr<uint8_t>(), h.ptr<uint8_t>(), off.ptr<int64_t>(), nullptr, 0, H * 2, H * 2, S});
   Tensor residual;
-  LayerContext ctx{cfg_, *ops_, rows, S, rope_cos_.data(), rope_sin_.data(), opt};
+  LayerContext ctx{cfg_, be, rows, S, rope_cos_dev_.ptr<float>(), rope_sin_dev_.ptr<float>(), opt};
   for (int64_t i = 0; i < cfg_.num_hidden_layers; ++i) run_layer(ctx, w_.layers[i], i, h, residual);
 
   // Final norm (fused add) and fp32 LM head.
   const int64_t nrows = (opt.all_logits || !rows.mha) ? S : 1, first = S - nrows;
-  Tensor hn = Tensor::empty(DType::BF16, {S, H});
-  ops_->rms_norm({h.ptr<bf16>(), residual.ptr<bf16>(), w_.final_norm.ptr<float>(), hn.ptr<bf16>(), S, H,
-                  float(cfg_.rms_norm_eps)});
-  std::vector<float> x32(static_cast<size_t>(nrows * H));
-  for (int64_t i = 0; i < nrows * H; ++i) x32[i] = bf16_to_f32(hn.ptr<bf16>()[first * H + i]);
-  std::vector<float> logits(static_cast<size_t>(nrows * V));
-  ops_->linear_f32({x32.data(), w_.lm_head.ptr<bf16>(), logits.data(), nrows, V, H});
+  Tensor hn = be.alloc(DType::BF16, {S, H});
+  ops.rms_norm({h.ptr<bf16>(), residual.ptr<bf16>(), w_.final_norm.ptr<float>(), hn.ptr<bf16>(), S, H,
+                float(cfg_.rms_norm_eps)});
+  Tensor x32 = be.alloc(DType::F32, {nrows, H});
+  ops.convert({hn.ptr<bf16>() + first * H, x32.data, nrows * H, true});
+  Tensor lg = be.alloc(DType::F32, {nrows, V});
+  ops.linear_f32({x32.ptr<float>(), w_.lm_head.ptr<bf16>(), lg.ptr<float>(), nrows, V, H});
+  std::vector<float> logits = be.to_host<float>(lg);
   if (opt.dump && opt.dump->wants("logits")) opt.dump->add("logits", {V}, logits.data(), nrows);
   if (rows.mha || S == 1) rows.seqs[0]->len += S;
   else for (auto* q : rows.seqs) q->len += 1;

@@ -9,6 +9,7 @@
 #include <vector>
 
 #include "io/safetensors.h"
+#include "model/backend.h"
 #include "model/config.h"
 #include "model/kv_cache.h"
 #include "model/weights.h"
@@ -57,11 +58,14 @@ class Model {
   static std::unique_ptr<Model> load(const std::string& dir, const ops::OpTable& ops,
                                      const std::function<void(const std::string&)>& log);
   const ModelConfig& config() const { return cfg_; }
-  const ops::OpTable& ops() const { return *ops_; }
-  void set_ops(const ops::OpTable& ops) { ops_ = &ops; }
+  const ops::OpTable& ops() const { return be_->ops(); }
+  void set_ops(const ops::OpTable& ops) { be_->set_ops(ops); }  // same memory kind only
+  Backend& backend() { return *be_; }
 
   // A sequence in the model's own growable KV cache (single-sequence use).
   SequenceState new_sequence();
+  // A paged KV cache in this model's backend memory (max_pages = 0: unbounded).
+  std::shared_ptr<KvCache> make_kv_cache(int64_t page_size = 64, int64_t max_pages = 0) const;
   // Runs tokens at positions state.len .. state.len+S-1 (S > 1: prefill path, S == 1: decode
   // path), appends them to the caches and returns logits [rows, vocab] (rows = S or 1).
   std::vector<float> forward(SequenceState& state, const std::vector<int32_t>& tokens,
@@ -78,8 +82,9 @@ class Model {
   ModelConfig cfg_;
   Checkpoint ckpt_;
   ModelWeights w_;
-  const ops::OpTable* ops_ = nullptr;
+  std::unique_ptr<Backend> be_;
   std::vector<float> rope_cos_, rope_sin_;  // [max_pos, rope/2]
+  Tensor rope_cos_dev_, rope_sin_dev_;      // backend copies
   std::shared_ptr<KvCache> own_kv_;
   std::vector<float> run(Rows& rows, const std::vector<int32_t>& tokens, const ForwardOptions& opt);
   size_t weight_bytes_ = 0;

@@ -126,6 +126,28 @@ Tensor dequant_bf16(const Fp8Matrix& m) {
 
 }  // namespace
 
+void for_each_tensor(ModelWeights& w, const std::function<void(Tensor&)>& fn) {
+  auto mat = [&](Fp8Matrix& m) { fn(m.w); fn(m.s); };
+  auto mlp = [&](Mlp& m) { mat(m.gate); mat(m.up); mat(m.down); };
+  fn(w.embed);
+  fn(w.final_norm);
+  fn(w.lm_head);
+  for (LayerWeights& l : w.layers) {
+    for (Tensor* t : {&l.attn_norm, &l.ffn_norm, &l.q_norm, &l.kv_norm, &l.wkv_b_bf16, &l.idx_k_norm_w,
+                      &l.idx_k_norm_b, &l.idx_weights_proj})
+      fn(*t);
+    for (Fp8Matrix* m : {&l.q_a, &l.q_b, &l.kv_a, &l.kv_b, &l.o, &l.idx_wq_b, &l.idx_wk}) mat(*m);
+    if (!l.moe) {
+      mlp(l.dense);
+    } else {
+      fn(l.gate_w);
+      fn(l.gate_bias);
+      for (Mlp& e : l.experts) mlp(e);
+      if (l.has_shared) mlp(l.shared);
+    }
+  }
+}
+
 ModelWeights load_weights(const Checkpoint& ckpt, const ModelConfig& cfg,
                           const std::function<void(const std::string&)>& log) {
   Loader L(ckpt, cfg);

@@ -48,6 +48,9 @@ struct ModelWeights {
   std::vector<std::string> skipped;  // tensors recognised and deliberately not loaded (MTP)
 };
 
+// Calls fn on every tensor held by the weights (to move them to a device backend).
+void for_each_tensor(ModelWeights& w, const std::function<void(Tensor&)>& fn);
+
 // Loads and checks every tensor of the table. A missing, unexpected, mis-typed or mis-shaped
 // tensor, or a non-finite / non-positive scale, throws dsa::Error naming the tensor.
 // `log` receives one-line notes (e.g. the skipped MTP tensors).

@@ -186,9 +186,69 @@ struct SiluMul {
   int64_t M, N;
 };
 
+// ---- Memory and data movement. The model allocates every buffer through its backend and moves
+// data only through these, so a device backend (CUDA) runs the same forward.
+enum class CopyKind : uint8_t { kHostToDevice, kDeviceToHost, kDeviceToDevice };
+struct Memory {
+  bool device;                          // false: pointers are host memory the caller may touch
+  void* (*alloc)(size_t bytes);         // 256-byte aligned; throws dsa::Error when out of memory
+  void (*free)(void* p);
+  void (*copy)(void* dst, const void* src, size_t bytes, CopyKind kind);  // D2H completes before return
+  void (*fill)(void* dst, uint8_t byte, size_t bytes);
+  void (*sync)();                       // waits for all queued work
+};
+
+// Copies n rows of row_bytes: row i from src + (src_off ? src_off[i] : i*src_stride) to
+// dst + (dst_off ? dst_off[i] : i*dst_stride); offsets in bytes, offset arrays in backend memory.
+// Gathers (embedding rows, cache rows), scatters (cache writes) and strided slices.
+struct CopyRows {
+  const uint8_t* src;
+  uint8_t* dst;
+  const int64_t* src_off;  // [n] or nullptr
+  const int64_t* dst_off;  // [n] or nullptr
+  int64_t src_stride, dst_stride, row_bytes, n;
+};
+
+// Elementwise bf16 <-> fp32 (RNE towards bf16).
+struct Convert {
+  const void* src;  // [n]
+  void* dst;        // [n]
+  int64_t n;
+  bool to_f32;      // true: bf16 → f32; false: f32 → bf16
+};
+
+// Indexer head weights (spec §7 step 8), fp32 left to right: w[i] = ((w[i] * c1) * q_s[i]) * c2.
+struct IndexerWeights {
+  float* w;          // [n] in/out
+  const float* q_s;  // [n]
+  int64_t n;
+  float c1, c2;
+};
+
+// Logical key positions → physical cache rows: phys = idx < 0 ? -1 :
+// block_table[s*bt_stride + idx/page_size]*page_size + idx%page_size.
+struct PagedRows {
+  const int32_t* idx;          // [S, K]
+  int32_t* phys;               // [S, K]
+  const int32_t* block_table;  // [S, bt_stride]
+  int64_t bt_stride, page_size, S, K;
+};
+
+// MoE combine step (spec §8.3): acc[r_i, :] += fp32(y[i, :]) * (w ? w[i] : 1), r_i = rows ? rows[i] : i.
+// Rows within one call are distinct; calls are made in the reference's order (experts ascending,
+// then the shared expert).
+struct ScaleAdd {
+  float* acc;           // [R, H]
+  const int32_t* rows;  // [M] or nullptr
+  const bf16* y;        // [M, H]
+  const float* w;       // [M] or nullptr
+  int64_t M, H;
+};
+
 // One table per backend. Every entry must be filled.
 struct OpTable {
   const char* name;
+  Memory mem;
   void (*act_quant)(const ActQuant&);
   void (*fp8_gemm)(const Fp8Gemm&);
   void (*linear_f32)(const LinearF32&);
@@ -203,7 +263,15 @@ struct OpTable {
   void (*head_matmul)(const HeadMatmul&);
   void (*moe_gate)(const MoeGate&);
   void (*silu_mul)(const SiluMul&);
+  void (*copy_rows)(const CopyRows&);
+  void (*convert)(const Convert&);
+  void (*indexer_weights)(const IndexerWeights&);
+  void (*paged_rows)(const PagedRows&);
+  void (*scale_add)(const ScaleAdd&);
 };
+
+// Host memory for the host backends (ref, cpu).
+const Memory& host_memory();
 
 const OpTable& ref_ops();  // ops/ref: scalar reference, kept forever
 const OpTable& cpu_ops();  // ops/cpu: Highway SIMD + thread pool, runtime-dispatched

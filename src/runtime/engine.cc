@@ -30,7 +30,7 @@ Engine::Engine(Model& model, const EngineOptions& opt) : m_(model), opt_(opt) {
   DSA_CHECK(opt_.page_size > 0 && opt_.kv_pages > 0, "page size and KV pages must be > 0");
   DSA_CHECK(opt_.max_batch > 0, "max batch must be > 0");
   DSA_CHECK(opt_.prefill_chunk >= 2, "prefill chunk must be >= 2");
-  kv_ = std::make_shared<KvCache>(m_.config(), opt_.page_size, opt_.kv_pages);
+  kv_ = m_.make_kv_cache(opt_.page_size, opt_.kv_pages);
   vocab_ = m_.config().vocab_size;
   max_ctx_ = m_.config().max_position_embeddings;
   if (opt_.prewarm_kv) {  // back the whole budget with memory now: steady RSS under load

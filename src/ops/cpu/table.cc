@@ -1,11 +1,13 @@
 // The optimised CPU op table: every entry points at a kernel in ops/cpu.
 #include "ops/cpu/cpu_ops.h"
+#include "ops/ref/ref_util.h"  // the data-movement ops are shared with ref
 
 namespace dsa::ops {
 
 const OpTable& cpu_ops() {
   static const OpTable table = {
       "cpu",
+      host_memory(),
       &cpu::act_quant,
       &cpu::fp8_gemm,
       &cpu::linear_f32,
@@ -20,6 +22,11 @@ const OpTable& cpu_ops() {
       &cpu::head_matmul,
       &cpu::moe_gate,
       &cpu::silu_mul,
+      &ref::copy_rows,
+      &ref::convert,
+      &ref::indexer_weights,
+      &ref::paged_rows,
+      &ref::scale_add,
   };
   return table;
 }

@@ -30,6 +30,11 @@ void sparse_mla_decode(const SparseMlaDecode& p);
 void head_matmul(const HeadMatmul& p);
 void moe_gate(const MoeGate& p);
 void silu_mul(const SiluMul& p);
+void copy_rows(const CopyRows& p);
+void convert(const Convert& p);
+void indexer_weights(const IndexerWeights& p);
+void paged_rows(const PagedRows& p);
+void scale_add(const ScaleAdd& p);
 
 inline float ld(bf16 v) {
   return bf16_to_f32(v);

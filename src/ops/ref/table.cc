@@ -6,6 +6,7 @@ namespace dsa::ops {
 const OpTable& ref_ops() {
   static const OpTable table = {
       "ref",
+      host_memory(),
       &ref::act_quant,
       &ref::fp8_gemm,
       &ref::linear_f32,
@@ -20,6 +21,11 @@ const OpTable& ref_ops() {
       &ref::head_matmul,
       &ref::moe_gate,
       &ref::silu_mul,
+      &ref::copy_rows,
+      &ref::convert,
+      &ref::indexer_weights,
+      &ref::paged_rows,
+      &ref::scale_add,
   };
   return table;
 }
