@@ -29,5 +29,5 @@ rc=0
 log "ctest -L cuda rc=$rc"
 grep -E "^\[  (FAILED|PASSED|  OK) |tests passed|Failure|Expected|Which is|error" "$OUT/ctest.log" | head -60 | tee -a "$OUT/summary.txt"
 BENCH=$(find build-cuda -name cuda_bench -type f | head -1)
-timeout 240 "$BENCH" "$OUT/bench.csv" 2>&1 | tee "$OUT/bench.log" || log "bench rc=$?"
+timeout 240 "$BENCH" "$OUT/bench.csv" ${BENCH_ARGS:-} 2>&1 | tee "$OUT/bench.log" || log "bench rc=$?"
 exit $rc

@@ -105,6 +105,7 @@ void sparse_mla_decode(const SparseMlaDecode& p, cudaStream_t stream) {
   DSA_CUDA_REQUIRE(L % kDims == 0 && R % 16 == 0 && p.H % 16 == 0 && lat_row_bytes(p.layout) % 4 == 0,
                    "sparse_mla_decode: needs kv_lora % 64 == 0, rope % 16 == 0, H % 16 == 0");
   DSA_CUDA_REQUIRE(p.S <= 65535, "sparse_mla_decode: S > 65535");
+  if (mla_fused(p, stream)) return;  // V3.2-like layouts: one fused kernel (+ combine)
   const int64_t Kp = mla_kpad(p.K), tiles = Kp / kKeys;
   const int64_t hg = ceil_div(p.H, kWarps * 16), base = (L / kDims) * hg * p.S;
   int64_t splits = std::min<int64_t>(tiles, std::max<int64_t>(1, ceil_div(132 * 2, base)));

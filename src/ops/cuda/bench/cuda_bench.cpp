@@ -1,5 +1,5 @@
-// Kernel benchmarks at DeepSeek-V3.2 dims on one GPU: copy bandwidth, indexer logits, top-k,
-// sparse MLA decode, fp8 GEMM. CUDA-event timing, median of repeats. CSV to argv[1] (or stdout).
+// Kernel benchmarks at DeepSeek-V3.2 dims on one GPU: copy bandwidth, indexer logits, top-k, sparse
+// MLA decode, one attention layer, fp8 GEMM. CUDA events, L2 flushed, median. CSV to argv[1].
 #include <algorithm>
 #include <cstdio>
 #include <functional>
@@ -15,8 +15,11 @@ namespace cu = dsa::ops::cuda;
 
 namespace {
 FILE* csv = stdout;
+void* g_flush = nullptr;  // 256 MiB written before each timed call: inputs start outside L2
+constexpr size_t kFlushBytes = size_t(256) << 20;
 
 double time_us(const std::function<void()>& fn, int reps = 20) {
+  if (!g_flush) CUDA_CHECK(cudaMalloc(&g_flush, kFlushBytes));
   cudaEvent_t a, b;
   CUDA_CHECK(cudaEventCreate(&a));
   CUDA_CHECK(cudaEventCreate(&b));
@@ -24,6 +27,7 @@ double time_us(const std::function<void()>& fn, int reps = 20) {
   CUDA_CHECK(cudaDeviceSynchronize());
   std::vector<double> t;
   for (int i = 0; i < reps; ++i) {
+    CUDA_CHECK(cudaMemsetAsync(g_flush, i & 255, kFlushBytes));
     CUDA_CHECK(cudaEventRecord(a));
     fn();
     CUDA_CHECK(cudaEventRecord(b));
@@ -119,6 +123,65 @@ void bench_mla() {
   CUDA_CHECK(cudaFree(cache));
 }
 
+// One attention layer at batch S (one query token per sequence, context ctx): indexer logits over
+// the paged index keys, top-2048, fused sparse MLA decode over the selected latent rows. The top-k
+// positions index a latent pool of ctx rows shared by the batch (no logical->physical mapping).
+void bench_layer() {
+  const int64_t H = 64, D = 128, ps = 64, K = 2048, Hq = 128;
+  LatentLayout lay{512, 64};
+  std::printf("\nlayer (indexer + top-k + sparse MLA), us: ctx x batch\n%-8s", "ctx");
+  for (int64_t S : {1, 8, 64, 128}) std::printf("   b=%-4lld idx/topk/mla/total", (long long)S);
+  std::printf("\n");
+  for (int64_t L : {4096, 16384, 65536, 131072}) {
+    std::printf("%-8lld", (long long)L);
+    for (int64_t S : {1, 8, 64, 128}) {
+      const int64_t ppr = L / ps, np = S * ppr;
+      auto* pool = dalloc<uint8_t>(size_t(np * ps * (D + 4)));
+      std::vector<int32_t> bt(static_cast<size_t>(np));
+      for (int64_t i = 0; i < np; ++i) bt[size_t(i)] = int32_t(i);
+      std::shuffle(bt.begin(), bt.end(), std::mt19937(7));
+      int32_t* dbt = dalloc<int32_t>(bt.size());
+      CUDA_CHECK(cudaMemcpy(dbt, bt.data(), bt.size() * 4, cudaMemcpyHostToDevice));
+      std::vector<int32_t> end(static_cast<size_t>(S), int32_t(L));
+      int32_t* dend = dalloc<int32_t>(end.size());
+      CUDA_CHECK(cudaMemcpy(dend, end.data(), end.size() * 4, cudaMemcpyHostToDevice));
+      auto* q = dalloc<uint8_t>(size_t(S * H * D));
+      auto* w = dalloc<float>(size_t(S * H));
+      auto* sc = dalloc<float>(size_t(S * L));
+      auto* idx = dalloc<int32_t>(size_t(S * K));
+      auto* cache = dalloc<uint8_t>(size_t(L * lay.row_bytes()));
+      auto* qa = dalloc<bf16>(size_t(S * Hq * 512));
+      auto* qp = dalloc<bf16>(size_t(S * Hq * 64));
+      auto* o = dalloc<bf16>(size_t(S * Hq * 512));
+      IndexerLogits ip{q, w, IndexPages{pool, dbt, ppr, ps, D, np}, dend, sc, S, H, L};
+      TopK tp{sc, dend, idx, S, L, K};
+      SparseMlaDecode mp{qa, qp, cache, idx, o, S, Hq, L, K, lay, 0.0416f};
+      const double ti = time_us([&] { cu::indexer_logits(ip, nullptr); });
+      const double tt = time_us([&] { cu::topk(tp, nullptr); });
+      cu::indexer_logits(ip, nullptr);
+      cu::topk(tp, nullptr);
+      const double tm = time_us([&] { cu::sparse_mla_decode(mp, nullptr); });
+      const double tl = time_us([&] {
+        cu::indexer_logits(ip, nullptr);
+        cu::topk(tp, nullptr);
+        cu::sparse_mla_decode(mp, nullptr);
+      });
+      const std::string shape = "b=" + std::to_string(S) + " ctx=" + std::to_string(L);
+      std::fprintf(csv, "layer_indexer,%s,%.2f,us,%.2f\nlayer_topk,%s,%.2f,us,%.2f\n", shape.c_str(), ti,
+                   ti, shape.c_str(), tt, tt);
+      std::fprintf(csv, "layer_mla,%s,%.2f,us,%.2f\nlayer_total,%s,%.2f,us,%.2f\n", shape.c_str(), tm, tm,
+                   shape.c_str(), tl, tl);
+      std::fflush(csv);
+      std::printf("   %6.1f/%6.1f/%6.1f/%7.1f", ti, tt, tm, tl);
+      std::fflush(stdout);
+      for (void* x : {(void*)pool, (void*)dbt, (void*)dend, (void*)q, (void*)w, (void*)sc, (void*)idx,
+                      (void*)cache, (void*)qa, (void*)qp, (void*)o})
+        CUDA_CHECK(cudaFree(x));
+    }
+    std::printf("\n");
+  }
+}
+
 void bench_gemm() {
   struct G { int64_t M, N, K; const char* what; };
   for (G s : {G{128, 24576, 1536, "wq_b"}, G{4096, 24576, 1536, "wq_b"}, G{4096, 7168, 16384, "wo"},
@@ -143,10 +206,14 @@ int main(int argc, char** argv) {
   if (!csv) return 1;
   std::fprintf(csv, "kernel,shape,us,metric,value\n");
   try {
-    bench_copy();
-    bench_indexer_topk();
-    bench_mla();
-    bench_gemm();
+    // argv[2]: comma list of sections (copy,idx,mla,layer,gemm); default all.
+    const std::string only = argc > 2 ? argv[2] : "copy,idx,mla,layer,gemm";
+    auto on = [&](const char* w) { return only.find(w) != std::string::npos; };
+    if (on("copy")) bench_copy();
+    if (on("idx")) bench_indexer_topk();
+    if (on("mla")) bench_mla();
+    if (on("layer")) bench_layer();
+    if (on("gemm")) bench_gemm();
   } catch (const std::exception& e) {
     std::fprintf(stderr, "bench failed: %s\n", e.what());
     return 1;

@@ -1,4 +1,4 @@
-// CUDA vs reference: indexer_logits (tensor-core path and scalar fallback) and radix top-k.
+// CUDA vs reference: indexer_logits (staged and unstaged tensor-core paths, scalar fallback), top-k.
 #include <algorithm>
 #include <numeric>
 
@@ -65,6 +65,7 @@ void run_indexer(int64_t S, int64_t H, int64_t D, int64_t ps, int64_t N, bool pe
 
 TEST(CudaIndexer, TensorCoreV32Dims) { run_indexer(4, 64, 128, 64, 3000, true); }
 TEST(CudaIndexer, TensorCoreIrregular) { run_indexer(3, 32, 128, 16, 333, true); }
+TEST(CudaIndexer, TensorCoreManyRows) { run_indexer(14, 32, 128, 64, 20000, true); }  // unstaged
 TEST(CudaIndexer, SharedTable) { run_indexer(2, 64, 128, 8, 1000, false); }
 TEST(CudaIndexer, ScalarFallback) { run_indexer(3, 5, 40, 3, 100, true); }
 
