@@ -1,4 +1,5 @@
-// Backend registry: op tables by name ("ref" = scalar reference; others as they are built).
+// Backend registry: op tables by name ("ref" = scalar reference, "cpu" = SIMD; "cuda" registers
+// itself when the binary is built with the CUDA backend).
 #pragma once
 #include <string>
 #include <vector>
@@ -10,5 +11,6 @@ namespace dsa::ops {
 std::vector<std::string> backend_names();
 const OpTable& backend_by_name(const std::string& name);  // throws dsa::Error for unknown names
 const OpTable& default_backend();                         // the fastest available CPU backend
+void register_backend(const std::string& name, const OpTable& table);
 
 }  // namespace dsa::ops
