@@ -47,7 +47,7 @@ void add_chat_command(CLI::App& app) {
   cmd->add_option("--backend", a->backend, "Op backend (default: the fastest available)");
   cmd->callback([a] {
     auto log = [](const std::string& s) { fmt::print(stderr, "[dsa] {}\n", s); };
-    auto model = Model::load(a->model, a->backend.empty() ? ops::default_backend() : ops::backend_by_name(a->backend), log);
+    auto model = Model::load(a->model, ops::select_backend(a->backend), log);
     const std::string tpath = a->tokenizer.empty() ? text::default_tokenizer_path(a->model) : a->tokenizer;
     const text::Tokenizer tok = text::Tokenizer::from_file(tpath);
     EngineOptions eo;

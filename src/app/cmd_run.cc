@@ -68,9 +68,7 @@ void add_run_command(CLI::App& app) {
   cmd->add_flag("--ignore-eos", a->ignore_eos, "Do not stop at the end-of-sentence token");
   cmd->callback([a] {
     auto log = [](const std::string& s) { fmt::print(stderr, "[dsa] {}\n", s); };
-    const ops::OpTable& ops = a->reference ? ops::ref_ops()
-                              : a->backend.empty() ? ops::default_backend()
-                                                   : ops::backend_by_name(a->backend);
+    const ops::OpTable& ops = ops::select_backend(a->reference ? "ref" : a->backend);
     auto model = Model::load(a->model, ops, log);
     log(fmt::format("loaded {} ({} layers, {:.1f} MB of weights), ops: {}", a->model, model->config().num_hidden_layers,
                     model->weight_bytes() / 1e6, ops.name));

@@ -56,9 +56,7 @@ void add_serve_command(CLI::App& app) {
   cmd->add_option("--backend", a->backend, "Op backend (default: the fastest available)");
   cmd->callback([a] {
     auto log = [](const std::string& s) { fmt::print(stderr, "[dsa] {}\n", s); };
-    const ops::OpTable& ops = a->reference         ? ops::ref_ops()
-                              : a->backend.empty() ? ops::default_backend()
-                                                   : ops::backend_by_name(a->backend);
+    const ops::OpTable& ops = ops::select_backend(a->reference ? "ref" : a->backend);
     auto model = Model::load(a->model, ops, log);
     const std::string tpath = a->tokenizer.empty() ? text::default_tokenizer_path(a->model) : a->tokenizer;
     const text::Tokenizer tok = text::Tokenizer::from_file(tpath);

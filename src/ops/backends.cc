@@ -43,4 +43,6 @@ const OpTable& backend_by_name(const std::string& name) {
 
 const OpTable& default_backend() { return cpu_ops(); }
 
+const OpTable& select_backend(const std::string& name) { return name.empty() ? default_backend() : backend_by_name(name); }
+
 }  // namespace dsa::ops
