@@ -17,6 +17,9 @@
 
 #include "ops/backends.h"
 #include "test_util.h"
+#ifdef DSA_GOLDEN_CUDA  // golden_cuda_test (tests/CMakeLists.txt): the same checks on the CUDA backend
+#include "ops/cuda/cuda_ops.h"
+#endif
 
 namespace dsa {
 namespace {
@@ -37,7 +40,13 @@ class GoldenTest : public testing::TestWithParam<std::string> {
     const Tensor p = g_->get("prompt_ids"), d = g_->get("decode_ids");
     g_->P = p.numel();
     g_->D = d.numel();
-    model_ = Model::load(test::tiny_model_dir(), ops::ref_ops(), [](const std::string&) {}).release();
+#ifdef DSA_GOLDEN_CUDA
+    ops::cuda::register_cuda_backend();  // device memory: the model must be loaded on it
+    const ops::OpTable& load_ops = ops::backend_by_name("cuda");
+#else
+    const ops::OpTable& load_ops = ops::ref_ops();
+#endif
+    model_ = Model::load(test::tiny_model_dir(), load_ops, [](const std::string&) {}).release();
   }
   static void TearDownTestSuite() {
     delete g_;
@@ -292,8 +301,13 @@ TEST_P(GoldenTest, LogitsAgreeWithDecisionsReplayed) {
 
 // Every CPU backend must pass the same golden checks (the fast kernels keep the reference's
 // rounding points; only summation order may differ).
+#ifdef DSA_GOLDEN_CUDA
+INSTANTIATE_TEST_SUITE_P(Backends, GoldenTest, testing::Values("cuda"),
+                         [](const testing::TestParamInfo<std::string>& i) { return i.param; });
+#else
 INSTANTIATE_TEST_SUITE_P(Backends, GoldenTest, testing::Values("ref", "cpu"),
                          [](const testing::TestParamInfo<std::string>& i) { return i.param; });
+#endif
 
 }  // namespace
 }  // namespace dsa

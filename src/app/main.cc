@@ -3,9 +3,15 @@
 
 #include "app/commands.h"
 #include "base/error.h"
+#ifdef DSA_HAVE_CUDA
+#include "ops/cuda/cuda_ops.h"
+#endif
 
 int main(int argc, char** argv) {
   CLI::App app{"dsa: DeepSeek Sparse Attention inference engine"};
+#ifdef DSA_HAVE_CUDA
+  dsa::ops::cuda::register_cuda_backend();
+#endif
   app.require_subcommand(1);
   dsa::app::add_run_command(app);
   dsa::app::add_make_model_command(app);

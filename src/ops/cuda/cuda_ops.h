@@ -46,6 +46,19 @@ void head_matmul(const HeadMatmul& p, cudaStream_t stream);
 void moe_gate(const MoeGate& p, cudaStream_t stream);
 void silu_mul(const SiluMul& p, cudaStream_t stream);
 
+// Data movement (movement.cu), semantics as in ops/ops.h.
+void copy_rows(const CopyRows& p, cudaStream_t stream);
+void convert(const Convert& p, cudaStream_t stream);
+void indexer_weights(const IndexerWeights& p, cudaStream_t stream);
+void paged_rows(const PagedRows& p, cudaStream_t stream);
+void scale_add(const ScaleAdd& p, cudaStream_t stream);
+
+// The backend's op table (table.cu): device memory (cudaMalloc) and every op on one stream of
+// its own, created on first use. register_cuda_backend() adds it to ops/backends.h as "cuda".
+const OpTable& cuda_ops();
+cudaStream_t backend_stream();
+void register_cuda_backend();
+
 // Device-to-device copy through a plain vectorised kernel (bandwidth probe for the bench).
 void copy_bytes(void* dst, const void* src, size_t bytes, cudaStream_t stream);
 // Fills bytes with a hash of (seed, offset) AND `mask` (e.g. 0x3f: finite fp8, positive floats).

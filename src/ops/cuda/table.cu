@@ -1,0 +1,156 @@
+// The CUDA backend's OpTable: device memory through cudaMalloc, every op queued on one stream of
+// the backend's own; registered as "cuda" in ops/backends.h by register_cuda_backend().
+#include <algorithm>
+#include <mutex>
+
+#include "ops/backends.h"
+#include "ops/cuda/cuda_ops.h"
+
+namespace dsa::ops::cuda {
+
+cudaStream_t backend_stream() {
+  // Created on first use, so that a binary built with CUDA runs on machines without a GPU as
+  // long as it never selects this backend. Never destroyed (lives until process exit).
+  static std::once_flag once;
+  static cudaStream_t s = nullptr;
+  std::call_once(once, [] { CUDA_CHECK(cudaStreamCreateWithFlags(&s, cudaStreamNonBlocking)); });
+  return s;
+}
+
+namespace {
+
+void* dev_alloc(size_t bytes) {
+  void* p = nullptr;
+  CUDA_CHECK(cudaMalloc(&p, std::max<size_t>(bytes, 256)));  // 256-byte aligned
+  return p;
+}
+
+void dev_free(void* p) {
+  if (p) CUDA_CHECK(cudaFree(p));  // synchronises the device: work still using p finishes first
+}
+
+void dev_copy(void* dst, const void* src, size_t bytes, CopyKind kind) {
+  if (bytes == 0) return;
+  const cudaStream_t s = backend_stream();
+  switch (kind) {
+    case CopyKind::kHostToDevice:
+      // The host buffer may be pageable and die right after the call: wait for the copy.
+      CUDA_CHECK(cudaMemcpyAsync(dst, src, bytes, cudaMemcpyHostToDevice, s));
+      CUDA_CHECK(cudaStreamSynchronize(s));
+      break;
+    case CopyKind::kDeviceToHost:
+      CUDA_CHECK(cudaMemcpyAsync(dst, src, bytes, cudaMemcpyDeviceToHost, s));
+      CUDA_CHECK(cudaStreamSynchronize(s));  // D2H completes before return (ops.h)
+      break;
+    case CopyKind::kDeviceToDevice:
+      CUDA_CHECK(cudaMemcpyAsync(dst, src, bytes, cudaMemcpyDeviceToDevice, s));
+      break;
+  }
+}
+
+void dev_fill(void* dst, uint8_t byte, size_t bytes) {
+  if (bytes) CUDA_CHECK(cudaMemsetAsync(dst, byte, bytes, backend_stream()));
+}
+
+void dev_sync() { CUDA_CHECK(cudaStreamSynchronize(backend_stream())); }
+
+// Every table entry forwards to the kernel of the same name on the backend stream.
+#define DSA_CUDA_ENTRY(op, P) \
+  void t_##op(const P& p) { op(p, backend_stream()); }
+DSA_CUDA_ENTRY(act_quant, ActQuant)
+DSA_CUDA_ENTRY(fp8_gemm, Fp8Gemm)
+DSA_CUDA_ENTRY(linear_f32, LinearF32)
+DSA_CUDA_ENTRY(rms_norm, RmsNorm)
+DSA_CUDA_ENTRY(layer_norm, LayerNorm)
+DSA_CUDA_ENTRY(rope, Rope)
+DSA_CUDA_ENTRY(hadamard, Hadamard)
+DSA_CUDA_ENTRY(indexer_logits, IndexerLogits)
+DSA_CUDA_ENTRY(topk, TopK)
+DSA_CUDA_ENTRY(sparse_mha_prefill, SparseMhaPrefill)
+DSA_CUDA_ENTRY(head_matmul, HeadMatmul)
+DSA_CUDA_ENTRY(moe_gate, MoeGate)
+DSA_CUDA_ENTRY(silu_mul, SiluMul)
+DSA_CUDA_ENTRY(copy_rows, CopyRows)
+DSA_CUDA_ENTRY(convert, Convert)
+DSA_CUDA_ENTRY(indexer_weights, IndexerWeights)
+DSA_CUDA_ENTRY(paged_rows, PagedRows)
+DSA_CUDA_ENTRY(scale_add, ScaleAdd)
+#undef DSA_CUDA_ENTRY
+
+// Grow-only device buffer for the head padding below (separate from workspace(), which the MLA
+// kernels use themselves). Stream order makes reuse across calls safe.
+uint8_t* pad_buffer(size_t bytes) {
+  static std::mutex mu;
+  static void* buf = nullptr;
+  static size_t cap = 0;
+  std::lock_guard<std::mutex> lock(mu);
+  if (bytes > cap) {
+    if (buf) {
+      CUDA_CHECK(cudaStreamSynchronize(backend_stream()));
+      CUDA_CHECK(cudaFree(buf));
+      buf = nullptr;
+    }
+    cap = bytes + bytes / 4;
+    CUDA_CHECK(cudaMalloc(&buf, cap));
+  }
+  return static_cast<uint8_t*>(buf);
+}
+
+// The MLA decode kernels need H % 16 == 0. Fewer heads (the tiny/demo presets have 4) run with
+// q zero-padded to the next multiple of 16 heads: every head's output depends on its own q only,
+// so the real heads' results are those of an unpadded run; the padded outputs are dropped.
+void t_sparse_mla_decode(const SparseMlaDecode& p) {
+  const cudaStream_t s = backend_stream();
+  if (p.H <= 0 || p.S <= 0 || p.H % 16 == 0) return sparse_mla_decode(p, s);
+  const int64_t H = p.H, Hp = ceil_div(H, 16) * 16, L = p.layout.kv_lora, R = p.layout.rope, S = p.S;
+  auto up = [](int64_t b) { return size_t((b + 255) / 256 * 256); };
+  const size_t qa_b = up(S * Hp * L * 2), qp_b = up(S * Hp * R * 2), o_b = up(S * Hp * L * 2);
+  uint8_t* b = pad_buffer(qa_b + qp_b + o_b);
+  CUDA_CHECK(cudaMemsetAsync(b, 0, qa_b + qp_b, s));
+  CUDA_CHECK(cudaMemcpy2DAsync(b, size_t(Hp * L * 2), p.q_abs, size_t(H * L * 2), size_t(H * L * 2), size_t(S),
+                               cudaMemcpyDeviceToDevice, s));
+  if (R > 0)
+    CUDA_CHECK(cudaMemcpy2DAsync(b + qa_b, size_t(Hp * R * 2), p.q_pe, size_t(H * R * 2), size_t(H * R * 2),
+                                 size_t(S), cudaMemcpyDeviceToDevice, s));
+  SparseMlaDecode q = p;
+  q.H = Hp;
+  q.q_abs = reinterpret_cast<const bf16*>(b);
+  q.q_pe = R > 0 ? reinterpret_cast<const bf16*>(b + qa_b) : p.q_pe;
+  q.o_lat = reinterpret_cast<bf16*>(b + qa_b + qp_b);
+  sparse_mla_decode(q, s);
+  CUDA_CHECK(cudaMemcpy2DAsync(p.o_lat, size_t(H * L * 2), q.o_lat, size_t(Hp * L * 2), size_t(H * L * 2), size_t(S),
+                               cudaMemcpyDeviceToDevice, s));
+}
+
+}  // namespace
+
+const OpTable& cuda_ops() {
+  static const OpTable t = {
+      "cuda",
+      Memory{true, &dev_alloc, &dev_free, &dev_copy, &dev_fill, &dev_sync},
+      &t_act_quant,
+      &t_fp8_gemm,
+      &t_linear_f32,
+      &t_rms_norm,
+      &t_layer_norm,
+      &t_rope,
+      &t_hadamard,
+      &t_indexer_logits,
+      &t_topk,
+      &t_sparse_mha_prefill,
+      &t_sparse_mla_decode,
+      &t_head_matmul,
+      &t_moe_gate,
+      &t_silu_mul,
+      &t_copy_rows,
+      &t_convert,
+      &t_indexer_weights,
+      &t_paged_rows,
+      &t_scale_add,
+  };
+  return t;
+}
+
+void register_cuda_backend() { register_backend("cuda", cuda_ops()); }
+
+}  // namespace dsa::ops::cuda
