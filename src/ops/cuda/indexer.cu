@@ -12,154 +12,93 @@ using namespace detail;
 constexpr int kThreads = 256;      // 8 warps, each 32 keys (4 chunks of 8) per step
 constexpr int kKeysPerStep = 256;  // keys per block step
 
-// D is permuted consistently in q and k: lane (g, tq) holds bytes [tq*32, tq*32+32) of its row,
-// and k-step kk uses words 2kk (MMA k 4tq..4tq+3) and 2kk+1 (MMA k 16+4tq..). The dot over D is
-// unchanged; only the order of the fp32 sum differs.
-template <int MT>
-__global__ void __launch_bounds__(kThreads) indexer_mma_kernel(IndexerLogits p, int64_t kpb) {
-  const int t = blockIdx.y;
-  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
-  const int g = lane >> 2, tq = lane & 3;
-  constexpr int H = MT * 16;
-  __shared__ __align__(16) uint8_t qs[H * 128];
-  const uint4* qrow = reinterpret_cast<const uint4*>(p.q + int64_t(t) * H * 128);
-  for (int i = threadIdx.x; i < H * 8; i += kThreads) reinterpret_cast<uint4*>(qs)[i] = qrow[i];
-  __syncthreads();
-  uint32_t a[MT][4][4];
-  float wv[MT][2];
-#pragma unroll
-  for (int m = 0; m < MT; ++m) {
-    const uint4* r0 = reinterpret_cast<const uint4*>(qs + (m * 16 + g) * 128 + tq * 32);
-    const uint4* r1 = reinterpret_cast<const uint4*>(qs + (m * 16 + g + 8) * 128 + tq * 32);
-    const uint4 x0 = r0[0], x1 = r0[1], y0 = r1[0], y1 = r1[1];
-    const uint32_t xw[8] = {x0.x, x0.y, x0.z, x0.w, x1.x, x1.y, x1.z, x1.w};
-    const uint32_t yw[8] = {y0.x, y0.y, y0.z, y0.w, y1.x, y1.y, y1.z, y1.w};
-#pragma unroll
-    for (int kk = 0; kk < 4; ++kk) {
-      a[m][kk][0] = xw[2 * kk];
-      a[m][kk][1] = yw[2 * kk];
-      a[m][kk][2] = xw[2 * kk + 1];
-      a[m][kk][3] = yw[2 * kk + 1];
-    }
-    wv[m][0] = p.w[int64_t(t) * H + m * 16 + g];
-    wv[m][1] = p.w[int64_t(t) * H + m * 16 + g + 8];
+// Paged keys through the bulk-copy engine (TMA): each step is 256 keys; a warp-0 lane issues one
+// cp.async.bulk per (page, step) piece (keys, then scales) onto the step's mbarrier. A block walks
+// `spb` steps through a ring of R stages; q fragments come straight from global memory while the
+// page-table reads and the first copies are in flight.
+constexpr int kMaxStages = 3;
+constexpr size_t kStepSmem = size_t(kKeysPerStep) * 128 + kKeysPerStep * 4;
+
+__device__ __forceinline__ int64_t imax(int64_t a, int64_t b) { return a > b ? a : b; }
+__device__ __forceinline__ uint32_t smem_u32(const void* p) {
+  return uint32_t(__cvta_generic_to_shared(p));
+}
+__device__ __forceinline__ void mbar_wait(uint64_t* bar, uint32_t parity) {
+  asm volatile(
+      "{\n.reg .pred P1;\nLAB_WAIT:\n"
+      "mbarrier.try_wait.parity.shared::cta.b64 P1, [%0], %1;\n"
+      "@P1 bra DONE;\nbra LAB_WAIT;\nDONE:\n}\n" ::"r"(smem_u32(bar)),
+      "r"(parity)
+      : "memory");
+}
+__device__ __forceinline__ void bulk_g2s(void* dst, const void* src, uint32_t bytes, uint64_t* bar) {
+  asm volatile(
+      "cp.async.bulk.shared::cluster.global.mbarrier::complete_tx::bytes [%0], [%1], %2, [%3];\n" ::"r"(
+          smem_u32(dst)),
+      "l"(src), "r"(bytes), "r"(smem_u32(bar))
+      : "memory");
+}
+
+// Warp 0: copies of step `stp` (keys [base, base + 256) of row t) into stage buffer kb.
+__device__ __forceinline__ void issue_step(const IndexerLogits& p, const int32_t* bt, int64_t end,
+                                           int64_t base, uint8_t* kb, uint64_t* bar, int lane) {
+  const int64_t ps = p.k.page_size, pb = page_bytes(p.k);
+  const int64_t hi = imin(base + kKeysPerStep, end);  // pages holding keys < end only
+  const int64_t p0 = base / ps, p1 = hi > base ? (hi - 1) / ps : p0 - 1;
+  const int nseg = int(p1 - p0 + 1);
+  if (lane == 0) {
+    // Whole pieces (up to the step's or the page's end): multiples of 8 keys, 16-byte sized.
+    const int64_t last = imin(base + kKeysPerStep, (p1 + 1) * ps);
+    const uint32_t bytes = nseg > 0 ? uint32_t(last - base) * 132u : 0u;
+    asm volatile("mbarrier.arrive.expect_tx.shared::cta.b64 _, [%0], %1;\n" ::"r"(smem_u32(bar)),
+                 "r"(bytes)
+                 : "memory");
   }
-  const int64_t N = p.N, end = p.end[t], ps = p.k.page_size, pb = page_bytes(p.k);
-  const int32_t* bt = p.k.block_table + int64_t(t) * p.k.bt_stride;
-  float* out = p.out + int64_t(t) * N;
-  const int64_t k0 = int64_t(blockIdx.x) * kpb, k1 = min(k0 + kpb, N);
-  const float ninf = -INFINITY;
-  for (int64_t base = k0 + warp * 32; base < k1; base += kKeysPerStep) {
-    uint4 kv[4][2];
-    float2 sc[4];
-#pragma unroll
-    for (int c = 0; c < 4; ++c) {
-      const int64_t key0 = base + c * 8;
-      if (key0 < end) {
-        const int64_t page = bt[key0 / ps], slot = key0 % ps;
-        const uint8_t* pg = p.k.pool + page * pb;
-        const uint4* src = reinterpret_cast<const uint4*>(pg + (slot + g) * 128 + tq * 32);
-        kv[c][0] = __ldcs(src);
-        kv[c][1] = __ldcs(src + 1);
-        sc[c] = *reinterpret_cast<const float2*>(pg + ps * 128 + (slot + 2 * tq) * 4);
-      }
-    }
-#pragma unroll
-    for (int c = 0; c < 4; ++c) {
-      const int64_t key0 = base + c * 8;
-      if (key0 >= k1) break;
-      if (key0 < end) {
-        const uint32_t bw[8] = {kv[c][0].x, kv[c][0].y, kv[c][0].z, kv[c][0].w,
-                                kv[c][1].x, kv[c][1].y, kv[c][1].z, kv[c][1].w};
-        float s0 = 0.0f, s1 = 0.0f;
-#pragma unroll
-        for (int m = 0; m < MT; ++m) {
-          float acc[4] = {0.0f, 0.0f, 0.0f, 0.0f};
-#pragma unroll
-          for (int kk = 0; kk < 4; ++kk) mma_fp8(acc, a[m][kk], bw[2 * kk], bw[2 * kk + 1]);
-          s0 += wv[m][0] * fmaxf(acc[0], 0.0f) + wv[m][1] * fmaxf(acc[2], 0.0f);
-          s1 += wv[m][0] * fmaxf(acc[1], 0.0f) + wv[m][1] * fmaxf(acc[3], 0.0f);
-        }
-#pragma unroll
-        for (int o = 4; o < 32; o <<= 1) {
-          s0 += __shfl_xor_sync(0xffffffffu, s0, o);
-          s1 += __shfl_xor_sync(0xffffffffu, s1, o);
-        }
-        if (g == 0) {
-          const int64_t s = key0 + 2 * tq;
-          if (s < k1) out[s] = s < end ? s0 * sc[c].x : ninf;
-          if (s + 1 < k1) out[s + 1] = s + 1 < end ? s1 * sc[c].y : ninf;
-        }
-      } else if (lane < 8 && key0 + lane < k1) {
-        out[key0 + lane] = ninf;
-      }
-    }
+  __syncwarp();
+  for (int i = lane; i < nseg; i += 32) {
+    const int64_t pg = p0 + i;
+    const int64_t s0 = imax(base, pg * ps), s1 = imin(base + kKeysPerStep, (pg + 1) * ps);
+    const uint8_t* src = p.k.pool + int64_t(bt[pg]) * pb;
+    const int64_t off = s0 - pg * ps, rel = s0 - base;
+    bulk_g2s(kb + rel * 128, src + off * 128, uint32_t(s1 - s0) * 128u, bar);
+    bulk_g2s(kb + kKeysPerStep * 128 + rel * 4, src + ps * 128 + off * 4, uint32_t(s1 - s0) * 4u, bar);
   }
 }
 
-// Decode (small S): a block stages all its keys (up to kMaxSteps x 256) in shared memory with
-// cp.async before computing, so each SM has ~150 KB of key reads in flight; same MMA math as above.
-constexpr int kMaxSteps = 4;
-constexpr int kRow = 144;  // staged key row stride (128 B + 16: conflict-free 16-byte reads)
-constexpr size_t kStepSmem = size_t(kKeysPerStep) * kRow + kKeysPerStep * 4;
-
 template <int MT>
-__global__ void __launch_bounds__(kThreads, 1) indexer_staged_kernel(IndexerLogits p, int steps) {
-  extern __shared__ __align__(16) uint8_t st[];
+__global__ void __launch_bounds__(kThreads, MT == 3 ? 1 : 2) indexer_bulk_kernel(IndexerLogits p, int spb) {
+  extern __shared__ __align__(128) uint8_t st[];
+  __shared__ __align__(8) uint64_t bar[kMaxStages];
   const int t = blockIdx.y, tid = threadIdx.x;
   const int lane = tid & 31, warp = tid >> 5, g = lane >> 2, tq = lane & 3;
   constexpr int H = MT * 16;
-  const int64_t N = p.N, end = p.end[t], ps = p.k.page_size, pb = page_bytes(p.k);
-  const int32_t* bt = p.k.block_table + int64_t(t) * p.k.bt_stride;
-  const int64_t k0 = int64_t(blockIdx.x) * steps * kKeysPerStep;
-  // Page ids of this block's keys first (one parallel load), so no copy waits on a table read.
-  __shared__ int64_t pgo[kMaxSteps * kKeysPerStep / 8 + 2];
-  const int ips = int(ps), p_first = int(k0 / ps);
-  const int64_t kend = imin(end, k0 + int64_t(steps) * kKeysPerStep);
-  const int npg = kend > k0 ? int((kend - 1) / ps) - p_first + 1 : 0;
-  for (int i = tid; i < npg; i += kThreads) pgo[i] = int64_t(bt[p_first + i]) * pb;
-  __syncthreads();
-  // Issue every step's copies (one commit group per step).
-  for (int stp = 0; stp < steps; ++stp) {
-    uint8_t* kb = st + stp * kStepSmem;
-    float* sb = reinterpret_cast<float*>(kb + kKeysPerStep * kRow);
-    const int64_t base = k0 + int64_t(stp) * kKeysPerStep;
-    for (int c = tid; c < kKeysPerStep * 8 + kKeysPerStep / 4; c += kThreads) {
-      if (c < kKeysPerStep * 8) {
-        const int kk = c >> 3, ch = c & 7;
-        const int64_t key = base + kk;
-        if (key < end) {
-          const int rel = int(key - int64_t(p_first) * ips);
-          const uint8_t* src = p.k.pool + pgo[rel / ips] + (rel % ips) * 128 + ch * 16;
-          asm volatile("cp.async.cg.shared.global [%0], [%1], 16;\n" ::"r"(
-                           uint32_t(__cvta_generic_to_shared(kb + kk * kRow + ch * 16))),
-                       "l"(src));
-        }
-      } else {
-        const int kk = (c - kKeysPerStep * 8) * 4;
-        const int64_t key = base + kk;
-        if (key < end) {  // 4 scales of one page (key % 4 == 0, page_size % 8 == 0)
-          const int rel = int(key - int64_t(p_first) * ips);
-          const uint8_t* src = p.k.pool + pgo[rel / ips] + ps * 128 + (rel % ips) * 4;
-          asm volatile("cp.async.cg.shared.global [%0], [%1], 16;\n" ::"r"(
-                           uint32_t(__cvta_generic_to_shared(sb + kk))),
-                       "l"(src));
-        }
-      }
-    }
-    asm volatile("cp.async.commit_group;\n");
+  const int64_t N = p.N;
+  const int64_t s_first = int64_t(blockIdx.x) * spb;
+  const int nst = int(imin(spb, cdiv(N, kKeysPerStep) - s_first));
+  const int R = nst < kMaxStages ? nst : kMaxStages;
+  if (tid == 0) {
+    for (int i = 0; i < R; ++i)
+      asm volatile("mbarrier.init.shared::cta.b64 [%0], 1;\n" ::"r"(smem_u32(&bar[i])) : "memory");
+    asm volatile("fence.mbarrier_init.release.cluster;\n" ::: "memory");
   }
-  __shared__ __align__(16) uint8_t qs[H * 128];
-  const uint4* qrow = reinterpret_cast<const uint4*>(p.q + int64_t(t) * H * 128);
-  for (int i = tid; i < H * 8; i += kThreads) reinterpret_cast<uint4*>(qs)[i] = qrow[i];
   __syncthreads();
+  asm volatile("griddepcontrol.wait;\n" ::: "memory");  // q, w, cache from earlier kernels (PDL)
+  const int64_t end = imin(p.end[t], N);
+  const int32_t* bt = p.k.block_table + int64_t(t) * p.k.bt_stride;
+  if (warp == 0)
+    for (int i = 0; i < R; ++i)
+      issue_step(p, bt, end, (s_first + i) * kKeysPerStep, st + i * kStepSmem, &bar[i], lane);
+  // q fragments and head weights, overlapping the copies. D is permuted consistently in q and k:
+  // lane (g, tq) holds bytes [tq*32, tq*32+32) of its row, and k-step kk uses words 2kk (MMA k
+  // 4tq..4tq+3) and 2kk+1 (MMA k 16+4tq..); only the order of the fp32 sum over D changes.
   uint32_t a[MT][4][4];
   float wv[MT][2];
+  const uint8_t* qt = p.q + int64_t(t) * H * 128;
 #pragma unroll
   for (int m = 0; m < MT; ++m) {
-    const uint4* r0 = reinterpret_cast<const uint4*>(qs + (m * 16 + g) * 128 + tq * 32);
-    const uint4* r1 = reinterpret_cast<const uint4*>(qs + (m * 16 + g + 8) * 128 + tq * 32);
-    const uint4 x0 = r0[0], x1 = r0[1], y0 = r1[0], y1 = r1[1];
+    const uint4* r0 = reinterpret_cast<const uint4*>(qt + (m * 16 + g) * 128 + tq * 32);
+    const uint4* r1 = reinterpret_cast<const uint4*>(qt + (m * 16 + g + 8) * 128 + tq * 32);
+    const uint4 x0 = __ldg(r0), x1 = __ldg(r0 + 1), y0 = __ldg(r1), y1 = __ldg(r1 + 1);
     const uint32_t xw[8] = {x0.x, x0.y, x0.z, x0.w, x1.x, x1.y, x1.z, x1.w};
     const uint32_t yw[8] = {y0.x, y0.y, y0.z, y0.w, y1.x, y1.y, y1.z, y1.w};
 #pragma unroll
@@ -169,29 +108,25 @@ __global__ void __launch_bounds__(kThreads, 1) indexer_staged_kernel(IndexerLogi
       a[m][kk][2] = xw[2 * kk + 1];
       a[m][kk][3] = yw[2 * kk + 1];
     }
-    wv[m][0] = p.w[int64_t(t) * H + m * 16 + g];
-    wv[m][1] = p.w[int64_t(t) * H + m * 16 + g + 8];
+    wv[m][0] = __ldg(p.w + int64_t(t) * H + m * 16 + g);
+    wv[m][1] = __ldg(p.w + int64_t(t) * H + m * 16 + g + 8);
   }
   float* out = p.out + int64_t(t) * N;
+  const bool al8 = (reinterpret_cast<uintptr_t>(out) & 7) == 0;
   const float ninf = -INFINITY;
-  for (int stp = 0; stp < steps; ++stp) {
-    switch (steps - 1 - stp) {  // groups still allowed in flight
-      case 0: asm volatile("cp.async.wait_group 0;\n" ::: "memory"); break;
-      case 1: asm volatile("cp.async.wait_group 1;\n" ::: "memory"); break;
-      case 2: asm volatile("cp.async.wait_group 2;\n" ::: "memory"); break;
-      default: asm volatile("cp.async.wait_group 3;\n" ::: "memory"); break;
-    }
-    __syncthreads();
-    const uint8_t* kb = st + stp * kStepSmem;
-    const float* sb = reinterpret_cast<const float*>(kb + kKeysPerStep * kRow);
-    const int64_t base = k0 + int64_t(stp) * kKeysPerStep;
+  for (int i = 0; i < nst; ++i) {
+    const int stage = i % R;
+    const uint8_t* kb = st + stage * kStepSmem;
+    const float* sb = reinterpret_cast<const float*>(kb + kKeysPerStep * 128);
+    const int64_t base = (s_first + i) * kKeysPerStep;
+    mbar_wait(&bar[stage], uint32_t(i / R) & 1u);
 #pragma unroll
     for (int c = 0; c < 4; ++c) {
       const int kk0 = warp * 32 + c * 8;
       const int64_t key0 = base + kk0;
       if (key0 >= N) break;
       if (key0 < end) {
-        const uint4* src = reinterpret_cast<const uint4*>(kb + (kk0 + g) * kRow + tq * 32);
+        const uint4* src = reinterpret_cast<const uint4*>(kb + (kk0 + g) * 128 + tq * 32);
         const uint4 v0 = src[0], v1 = src[1];
         const uint32_t bw[8] = {v0.x, v0.y, v0.z, v0.w, v1.x, v1.y, v1.z, v1.w};
         float s0 = 0.0f, s1 = 0.0f;
@@ -210,29 +145,48 @@ __global__ void __launch_bounds__(kThreads, 1) indexer_staged_kernel(IndexerLogi
         }
         if (g == 0) {
           const int64_t s = key0 + 2 * tq;
-          if (s < N) out[s] = s < end ? s0 * sb[kk0 + 2 * tq] : ninf;
-          if (s + 1 < N) out[s + 1] = s + 1 < end ? s1 * sb[kk0 + 2 * tq + 1] : ninf;
+          if (al8 && s + 1 < end) {
+            *reinterpret_cast<float2*>(out + s) = make_float2(s0 * sb[kk0 + 2 * tq], s1 * sb[kk0 + 2 * tq + 1]);
+          } else {
+            if (s < N) out[s] = s < end ? s0 * sb[kk0 + 2 * tq] : ninf;
+            if (s + 1 < N) out[s + 1] = s + 1 < end ? s1 * sb[kk0 + 2 * tq + 1] : ninf;
+          }
         }
       } else if (lane < 8 && key0 + lane < N) {
         out[key0 + lane] = ninf;
       }
     }
+    if (i + R < nst) {  // refill this stage once every warp is done with it
+      __syncthreads();
+      if (warp == 0)
+        issue_step(p, bt, end, (s_first + i + R) * kKeysPerStep, st + stage * kStepSmem, &bar[stage], lane);
+    }
   }
 }
 
+// Steps per block: about two blocks per SM in one wave for short rows, at most 32 steps.
 template <int MT>
-void launch_staged(const IndexerLogits& p, cudaStream_t stream) {
+void launch_bulk(const IndexerLogits& p, cudaStream_t stream) {
   const int64_t steps = ceil_div(p.N, kKeysPerStep);
-  const int64_t per = std::min<int64_t>(kMaxSteps, std::max<int64_t>(1, ceil_div(steps * p.S, 132)));
-  const size_t smem = size_t(per) * kStepSmem;
-  static size_t configured = 0;
-  if (smem > configured) {
-    CUDA_CHECK(cudaFuncSetAttribute(indexer_staged_kernel<MT>,
-                                    cudaFuncAttributeMaxDynamicSharedMemorySize, int(smem)));
-    configured = smem;
+  const int64_t spb = std::min<int64_t>(32, std::max<int64_t>(1, ceil_div(steps * p.S, 264)));
+  const size_t smem = size_t(std::min<int64_t>(kMaxStages, spb)) * kStepSmem;
+  static bool configured = false;
+  if (!configured) {
+    CUDA_CHECK(cudaFuncSetAttribute(indexer_bulk_kernel<MT>, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                    int(kMaxStages * kStepSmem)));
+    configured = true;
   }
-  const dim3 grid(unsigned(ceil_div(steps, per)), unsigned(p.S));
-  indexer_staged_kernel<MT><<<grid, kThreads, smem, stream>>>(p, int(per));
+  cudaLaunchConfig_t cfg{};
+  cfg.gridDim = dim3(unsigned(ceil_div(steps, spb)), unsigned(p.S));
+  cfg.blockDim = dim3(kThreads);
+  cfg.dynamicSmemBytes = smem;
+  cfg.stream = stream;
+  cudaLaunchAttribute at[1];
+  at[0].id = cudaLaunchAttributeProgrammaticStreamSerialization;
+  at[0].val.programmaticStreamSerializationAllowed = 1;
+  cfg.attrs = at;
+  cfg.numAttrs = 1;
+  CUDA_CHECK(cudaLaunchKernelEx(&cfg, indexer_bulk_kernel<MT>, p, int(spb)));
 }
 
 // Any shape: one thread per (query, key), scalar fp32 dots.
@@ -271,30 +225,15 @@ void indexer_logits(const IndexerLogits& p, cudaStream_t stream) {
   DSA_CUDA_REQUIRE(p.q && p.w && kp.pool && kp.block_table && p.end && p.out,
                    "indexer_logits: null pointer");
   DSA_CUDA_REQUIRE(p.S <= 65535, "indexer_logits: S > 65535");
-  const bool fast = kp.D == 128 && p.H % 16 == 0 && p.H <= 64 && kp.page_size % 8 == 0;
-  // Staged decode path: a handful of query rows (one wave of <= 4-step blocks).
-  const bool staged = fast && ceil_div(ceil_div(p.N, kKeysPerStep), kMaxSteps) * p.S <= 132 * 2 &&
-                      kp.page_size % 8 == 0;
-  if (staged) {
+  // Tensor-core path with bulk copies: needs a 16-byte aligned pool (every piece is then aligned).
+  const bool fast = kp.D == 128 && p.H % 16 == 0 && p.H <= 64 && kp.page_size % 8 == 0 &&
+                    (reinterpret_cast<uintptr_t>(kp.pool) & 15) == 0;
+  if (fast) {
     switch (p.H / 16) {
-      case 1: launch_staged<1>(p, stream); break;
-      case 2: launch_staged<2>(p, stream); break;
-      case 3: launch_staged<3>(p, stream); break;
-      default: launch_staged<4>(p, stream); break;
-    }
-  } else if (fast) {
-    // Enough blocks to fill the chip; each block covers kpb keys of one query row.
-    const int64_t steps = ceil_div(p.N, kKeysPerStep);
-    const int64_t want_blocks = 132 * 4;
-    const int64_t per_row = std::max<int64_t>(1, want_blocks / p.S);
-    const int64_t iters = std::min<int64_t>(16, std::max<int64_t>(1, ceil_div(steps, per_row)));
-    const int64_t kpb = iters * kKeysPerStep;
-    const dim3 grid(unsigned(ceil_div(p.N, kpb)), unsigned(p.S));
-    switch (p.H / 16) {
-      case 1: indexer_mma_kernel<1><<<grid, kThreads, 0, stream>>>(p, kpb); break;
-      case 2: indexer_mma_kernel<2><<<grid, kThreads, 0, stream>>>(p, kpb); break;
-      case 3: indexer_mma_kernel<3><<<grid, kThreads, 0, stream>>>(p, kpb); break;
-      default: indexer_mma_kernel<4><<<grid, kThreads, 0, stream>>>(p, kpb); break;
+      case 1: launch_bulk<1>(p, stream); break;
+      case 2: launch_bulk<2>(p, stream); break;
+      case 3: launch_bulk<3>(p, stream); break;
+      default: launch_bulk<4>(p, stream); break;
     }
   } else {
     const dim3 grid(unsigned(ceil_div(p.N, 128)), unsigned(p.S));
