@@ -81,6 +81,9 @@ void for_each_target(const std::function<void()>& fn) {
   EXPECT_GE(runs, 2);
 }
 
+// The AVX-512 targets may take the vdpbf16ps kernels (same products, other summation order).
+bool bf16_path_possible() { return (hwy::SupportedTargets() & (HWY_AVX3 | HWY_AVX3_DL)) != 0; }
+
 // ---- act_quant: elementwise per block, so exact equality (q bytes and scales).
 void check_act_quant(const std::vector<bf16>& x, int64_t M, int64_t K) {
   const int64_t nb = ceil_div(K, kBlock);
@@ -125,7 +128,10 @@ TEST(OpsCpu, ActQuantExact) {
 // ---- fp8_gemm. Tolerance: each 128-block dot of exact fp8 products has error <= 127·u·Σ|a·w|
 // in either order (u = 2^-24), so the two differ by <= 2·128·u·Σ|a·w| per block; scaled and
 // accumulated over nb blocks adds <= 2·nb·u·Σ_kb|s_kb|·Σ|a·w|. The final bf16 roundings of
-// nearby values differ by <= 2^-8·|ref| more.
+// nearby values differ by <= 2^-8·|ref| more. The AVX512-BF16 decode path (M < 16) keeps 16
+// lane partials per block (4 chained vdpbf16ps of pair sums: depth <= 8), scales and accumulates
+// them lanewise over kb (FMA) and reduces 16 lanes once: <= (8 + 1 + nb + 4)·u·Σ_kb|s_kb|·Σ|a·w|,
+// inside the same bound.
 void check_fp8_gemm(Rng& rng, int64_t M, int64_t N, int64_t K, int64_t ldy, bool expect_exact) {
   const int64_t nb = ceil_div(K, kBlock);
   std::vector<bf16> x = rng.bf16s(size_t(M * K), 2.0f);
@@ -299,16 +305,23 @@ TEST(OpsCpu, MoeGateExact) {
       }
 }
 
-// ---- indexer logits over a paged cache with a shuffled block table. The kernel sums each
-// head's dot in increasing d (FP8 products are exact, so FMA == mul+add) and the heads in
-// increasing h: bit-exact with the reference, -inf at the same positions.
+// ---- indexer logits over a paged cache with a shuffled block table. Every FP8 product q·k is
+// exact (fp32 FMA path and the AVX512-BF16 path alike), so only the order of the D-term sum of
+// each head's dot differs: each order has error <= (D-1)·u·A_h (A_h = Σ_d |q_d k_d|, u = 2^-24),
+// so |Δdot_h| <= 2·D·u·A_h; ReLU is 1-Lipschitz. The head sum runs in increasing h with the
+// reference's mul-then-add in both: the perturbed inputs move it by <= Σ_h |w_h|·|Δdot_h|·(1+u),
+// and each sum's own rounding (products and H adds) is <= (H+1)·u·Σ_h |w_h|·A_h, twice. Times
+// k_s (one rounding, u·|out| each). Total: k_s·(2D + 2H + 4)·u·Σ_h |w_h|·A_h + 2u·|out|.
+// The fp32 targets (sums in increasing d) stay bit-exact; -inf at the same positions always.
 struct IndexerCase {
   int64_t S, H, D, N, page_size, bt_stride_extra;
   bool shared_table;
   std::vector<int32_t> end;
 };
 
-std::vector<float> run_indexer(const OpTable& T, const IndexerCase& c, uint32_t seed) {
+// Returns out and, in *tol (when given), the bound above for each output.
+std::vector<float> run_indexer(const OpTable& T, const IndexerCase& c, uint32_t seed,
+                               std::vector<double>* tol = nullptr) {
   Rng rng(seed);
   const int64_t pages_per_row = ceil_div(c.N, c.page_size);
   const int64_t rows = c.shared_table ? 1 : c.S;
@@ -339,10 +352,45 @@ std::vector<float> run_indexer(const OpTable& T, const IndexerCase& c, uint32_t 
   std::vector<float> w = rng.floats(size_t(c.S * c.H));
   std::vector<float> out(size_t(c.S * c.N), 123.0f);
   T.indexer_logits({q.data(), w.data(), kp, c.end.data(), out.data(), c.S, c.H, c.N});
+  if (tol) {
+    tol->assign(out.size(), 0.0);
+    for (int64_t t = 0; t < c.S; ++t) {
+      const int32_t* row = bt.data() + (c.shared_table ? 0 : t * bts);
+      for (int64_t s = 0; s < c.end[size_t(t)]; ++s) {
+        const uint8_t* base = pool.data() + int64_t(row[s / c.page_size]) * kp.page_bytes();
+        const int64_t slot = s % c.page_size;
+        float ks;
+        std::memcpy(&ks, base + c.page_size * c.D + 4 * slot, 4);
+        double wa = 0.0;
+        for (int64_t h = 0; h < c.H; ++h) {
+          double a = 0.0;
+          for (int64_t d = 0; d < c.D; ++d)
+            a += std::fabs(double(kFp8Table[q[size_t((t * c.H + h) * c.D + d)]]) *
+                           kFp8Table[base[slot * c.D + d]]);
+          wa += std::fabs(double(w[size_t(t * c.H + h)])) * a;
+        }
+        const double o = std::fabs(double(out[size_t(t * c.N + s)]));
+        (*tol)[size_t(t * c.N + s)] = ks * (2 * c.D + 2 * c.H + 4) * kU * wa + 2 * kU * o;
+      }
+    }
+  }
   return out;
 }
 
-TEST(OpsCpu, IndexerLogitsExact) {
+void expect_indexer_close(const std::vector<float>& ref, const std::vector<float>& cpu,
+                          const std::vector<double>& tol, const IndexerCase& c) {
+  ASSERT_EQ(ref.size(), cpu.size());
+  for (size_t i = 0; i < ref.size(); ++i) {
+    if (std::isinf(ref[i]) || std::isinf(cpu[i])) {
+      ASSERT_EQ(ref[i], cpu[i]) << "i=" << i << " S=" << c.S << " H=" << c.H << " D=" << c.D;
+      continue;
+    }
+    ASSERT_LE(std::fabs(double(ref[i]) - cpu[i]), tol[i])
+        << "i=" << i << " S=" << c.S << " H=" << c.H << " D=" << c.D << " N=" << c.N;
+  }
+}
+
+TEST(OpsCpu, IndexerLogits) {
   const std::vector<IndexerCase> cases = {
       {3, 5, 40, 100, 7, 2, false, {100, 1, 57}},
       {2, 64, 128, 130, 64, 0, false, {130, 65}},
@@ -353,9 +401,12 @@ TEST(OpsCpu, IndexerLogitsExact) {
   for_each_target([&] {
     uint32_t seed = 10;
     for (const auto& c : cases) {
-      const auto a = run_indexer(R, c, seed), b = run_indexer(C, c, seed);
+      std::vector<double> tol;
+      const auto a = run_indexer(R, c, seed, &tol), b = run_indexer(C, c, seed);
       ++seed;
-      EXPECT_TRUE(same_bytes(a, b)) << "S=" << c.S << " H=" << c.H << " D=" << c.D << " N=" << c.N;
+      expect_indexer_close(a, b, tol, c);
+      if (!bf16_path_possible())
+        EXPECT_TRUE(same_bytes(a, b)) << "S=" << c.S << " H=" << c.H << " D=" << c.D;
     }
   });
 }
@@ -385,8 +436,14 @@ TEST(OpsCpu, TopKExact) {
   }
 }
 
-// ---- sparse MLA decode. Scores sum in increasing dims with exact (bf16 x fp8·2^e) products,
-// softmax uses the same std::exp steps, the value sum runs over keys in order: bit-exact.
+// ---- sparse MLA decode. All products (bf16 x fp8·2^e, bf16 p x latent) are exact. The fp32
+// targets sum scores in increasing dims and P·V over keys in order: bit-exact. The AVX512-BF16
+// path (vdpbf16ps) adds pairs of products, so both sums change order: |Δ(q·c)| <= 2·F·u·Σ|q·c|,
+// which can flip the bf16 rounding of a score by one ulp (2^-8 relative) and hence one
+// probability by <= 2^-8 relative plus one bf16 ulp of p; the P·V sum adds <= 2·n·u·Σ|p·c|.
+// Same metric as sparse MHA prefill below: cosine difference <= 2^-16, |Δ| <= 2^-5·max|o|.
+double cos_diff(const std::vector<bf16>& a, const std::vector<bf16>& b);
+
 struct MlaData {
   std::vector<bf16> q_abs, q_pe;
   std::vector<uint8_t> cache;
@@ -420,7 +477,7 @@ MlaData make_mla(Rng& rng, int64_t S, int64_t H, int64_t L, int64_t Rp, int64_t 
   return d;
 }
 
-TEST(OpsCpu, SparseMlaDecodeExact) {
+TEST(OpsCpu, SparseMlaDecode) {
   Rng rng(12);
   for_each_target([&] {
     for (auto [S, H, L, Rp, N, K] :
@@ -432,7 +489,15 @@ TEST(OpsCpu, SparseMlaDecodeExact) {
       R.sparse_mla_decode(d.p);
       d.p.o_lat = o2.data();
       C.sparse_mla_decode(d.p);
-      EXPECT_TRUE(same_bits(o1, o2)) << "S=" << S << " H=" << H << " L=" << L << " R=" << Rp;
+      if (!bf16_path_possible()) {
+        EXPECT_TRUE(same_bits(o1, o2)) << "S=" << S << " H=" << H << " L=" << L << " R=" << Rp;
+        continue;
+      }
+      EXPECT_LE(cos_diff(o1, o2), 1.0 / 65536) << "S=" << S << " H=" << H << " L=" << L;
+      double mx = 0;
+      for (auto x : o1) mx = std::max(mx, std::fabs(double(f(x))));
+      for (size_t i = 0; i < o1.size(); ++i)
+        ASSERT_LE(std::fabs(f(o1[i]) - f(o2[i])), mx / 32) << "S=" << S << " H=" << H << " i=" << i;
     }
   });
 }

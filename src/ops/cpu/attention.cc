@@ -17,6 +17,7 @@
 #include "base/error.h"
 #include "base/thread_pool.h"
 #include "hwy/aligned_allocator.h"
+#include "ops/cpu/bf16_avx512.h"
 #include "ops/cpu/cpu_ops.h"
 
 #ifndef DSA_OPS_CPU_ATTENTION_ONCE
@@ -80,6 +81,9 @@ HWY_INLINE void WeightedSum(const float* HWY_RESTRICT pr, size_t ldp, const floa
 // lanes over keys (increasing-i sums, exact products: bit-exact); (3) softmax per head;
 // (4) weighted sums for 8 heads x 2L latent dims at a time.
 void SparseMlaDecodeImpl(const SparseMlaDecode& p) {
+#if HWY_ARCH_X86 && (HWY_TARGET == HWY_AVX3 || HWY_TARGET == HWY_AVX3_DL)
+  if (bf16_dot_available()) return sparse_mla_decode_bf16(p);  // dot order differs (bf16 pairs)
+#endif
   const DF df;
   const size_t VL = hn::Lanes(df), TK = 2 * VL;
   const int64_t Lr = p.layout.kv_lora, R = p.layout.rope, H = p.H, F = Lr + R;

@@ -19,6 +19,7 @@
 #include "base/error.h"
 #include "base/thread_pool.h"
 #include "hwy/aligned_allocator.h"
+#include "ops/cpu/bf16_avx512.h"
 #include "ops/cpu/cpu_ops.h"
 
 HWY_BEFORE_NAMESPACE();
@@ -53,6 +54,9 @@ HWY_INLINE void HeadsKernel(const float* HWY_RESTRICT q, int64_t D, const float*
 // block table into a d-major byte tile, dequantised (x 2^-8, exact) and scored for all heads;
 // the head sum runs in increasing h with the reference's mul-then-add.
 void IndexerLogitsImpl(const IndexerLogits& p) {
+#if HWY_ARCH_X86 && (HWY_TARGET == HWY_AVX3 || HWY_TARGET == HWY_AVX3_DL)
+  if (bf16_dot_available()) return indexer_logits_bf16(p);  // same values up to summation order
+#endif
   const DF df;
   const size_t L = hn::Lanes(df), TK = 2 * L;
   const IndexPages& kp = p.k;

@@ -17,6 +17,7 @@
 #include "base/error.h"
 #include "base/thread_pool.h"
 #include "hwy/aligned_allocator.h"
+#include "ops/cpu/bf16_avx512.h"
 #include "ops/cpu/cpu_ops.h"
 
 HWY_BEFORE_NAMESPACE();
@@ -239,6 +240,9 @@ void GemmPath(const Fp8Gemm& p, const float* a, int64_t Kp) {
 }
 
 void Fp8GemmImpl(const Fp8Gemm& p) {
+#if HWY_ARCH_X86 && (HWY_TARGET == HWY_AVX3 || HWY_TARGET == HWY_AVX3_DL)
+  if (p.M < 16 && bf16_dot_available()) return fp8_gemv_bf16(p);  // lanes differ: same bound
+#endif
   const int64_t nb = ceil_div(p.K, kBlock), Kp = nb * kBlock;
   auto a = hwy::AllocateAligned<float>(size_t(p.M * Kp));
   for (int64_t m = 0; m < p.M; ++m) {
