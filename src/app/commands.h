@@ -6,6 +6,7 @@ namespace dsa::app {
 void add_run_command(CLI::App& app);
 void add_make_model_command(CLI::App& app);
 void add_inspect_command(CLI::App& app);
+void add_bench_command(CLI::App&);
 void add_serve_command(CLI::App& app);
 void add_chat_command(CLI::App& app);
 }  // namespace dsa::app

@@ -1,0 +1,55 @@
+// Helpers of `dsa bench` (src/app/bench_*.cc): machine roofline, a timing proxy around an
+// OpTable with per-op bytes/FLOPs, and synthetic filling of the KV caches.
+#pragma once
+#include <array>
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "model/model.h"
+#include "ops/ops.h"
+
+namespace dsa::app::bench {
+
+// ---- Roofline of this machine (bench_roofline.cc).
+struct Roofline {
+  int threads = 1;
+  double triad_gbs = 0;       // STREAM triad a = b + s*c, 24 B per element (no write-allocate credit)
+  double fma_f32_gflops = 0;  // register-blocked fp32 FMA loop, all threads
+  double dp_bf16_gflops = 0;  // AVX512-BF16 vdpbf16ps loop (0 when the CPU lacks it)
+  std::string isa;            // vector ISA used for the FMA loop
+};
+Roofline measure_roofline(int threads, double seconds);
+
+// ---- Timing proxy (bench_proxy.cc). Static globals: one proxy per process.
+enum Op : int {
+  kActQuant, kFp8Gemm, kLinearF32, kRmsNorm, kLayerNorm, kRope, kHadamard, kIndexerLogits, kTopK,
+  kSparseMhaPrefill, kSparseMlaDecode, kHeadMatmul, kMoeGate, kSiluMul, kNumOps
+};
+const char* op_name(int op);
+struct OpStat {
+  int64_t calls = 0;
+  double seconds = 0, bytes = 0, flops = 0;  // bytes: minimum memory traffic; flops: useful FLOPs
+};
+using OpStats = std::array<OpStat, kNumOps>;
+// Returns a table whose entries time `inner`'s ops and account bytes/FLOPs from their parameters.
+// rms_norm calls over `hidden` columns are recorded as layer marks (attn_norm, ffn_norm, final).
+const ops::OpTable& timing_proxy(const ops::OpTable& inner, int64_t hidden);
+void proxy_reset();               // clears stats and marks
+OpStats proxy_stats();
+std::vector<double> proxy_marks();  // seconds since the clock origin, one per hidden-size rms_norm
+double now_s();
+
+// Per-layer split of one forward call from its marks: attention (attn_norm..ffn_norm) and FFN
+// (ffn_norm..next attn_norm or final norm), in ms. Empty when the marks do not fit `layers`.
+struct LayerTimes {
+  std::vector<double> attn_ms, ffn_ms;
+};
+LayerTimes split_layers(const std::vector<double>& marks, int64_t layers);
+
+// ---- Synthetic KV (bench_kv.cc): reserves ctx tokens in `st` (must be empty) and writes random
+// valid rows straight into every layer's pools: FP8 latents (no NaN codes) with power-of-two
+// scales and bf16 RoPE parts; indexer keys FP8 with power-of-two scales. Sets st.len = ctx.
+void fill_synthetic(SequenceState& st, const ModelConfig& c, int64_t ctx, uint64_t seed);
+
+}  // namespace dsa::app::bench
