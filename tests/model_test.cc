@@ -278,3 +278,45 @@ TEST(Model, DenseModeEqualsSparseUpToTopkAndDiffersBeyond) {
 
 }  // namespace
 }  // namespace dsa
+
+namespace dsa {
+namespace {
+
+TEST(Model, SparsePrefillChunkReadsOnlySelectedRows) {
+  // A 4-token prefill chunk (MHA path) after 300 cached tokens: poison every cached latent row
+  // no query of the chunk selects; the chunk's logits must be finite and bit-identical.
+  auto m = Model::load(test::tiny_model_dir(), ops::ref_ops(), [](const std::string&) {});
+  const ModelConfig& c = m->config();
+  std::vector<int32_t> p;
+  for (int j = 0; j < 300; ++j) p.push_back(int32_t((j * 53 + 3) % c.vocab_size));
+  const std::vector<int32_t> chunk = {11, 12, 13, 14};
+  auto st = m->new_sequence();
+  m->forward(st, p);
+  SequenceState probe = st.fork();
+  Decisions d;
+  ForwardOptions fo;
+  fo.record = &d;
+  fo.all_logits = true;
+  const auto clean = m->forward(probe, chunk, fo);
+  const int64_t rb = st.kv().latent_layout().row_bytes();
+  int64_t poisoned = 0;
+  for (int64_t l = 0; l < c.num_hidden_layers; ++l) {
+    std::vector<bool> keep(300, false);
+    for (int32_t t : d.layers[l].topk)
+      if (t >= 0 && t < 300) keep[t] = true;
+    for (int64_t t = 0; t < 300; ++t)
+      if (!keep[t]) {
+        std::memset(st.kv().latent(l) + st.row(t) * rb, 0x7f, size_t(rb));
+        ++poisoned;
+      }
+  }
+  EXPECT_GT(poisoned, 3 * (300 - 4 * c.index_topk));
+  ForwardOptions f2;
+  f2.all_logits = true;
+  const auto dirty = m->forward(st, chunk, f2);
+  for (float v : dirty) ASSERT_TRUE(std::isfinite(v));
+  EXPECT_EQ(0, std::memcmp(clean.data(), dirty.data(), clean.size() * sizeof(float)));
+}
+
+}  // namespace
+}  // namespace dsa

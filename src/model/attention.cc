@@ -194,13 +194,24 @@ Tensor run_attention(const LayerContext& ctx, const LayerWeights& w, int64_t lay
   const float scale = float(c.softmax_scale());
   Tensor o = be.alloc(DType::BF16, {S, nh, dv});
   if (rows.mha) {
-    // MHA path (spec §6.1): per-head k_nope and v from wkv_b over the cached latents of keys
-    // 0..end-1. The cache holds exactly act_quant(c), so it feeds the FP8 GEMM directly
-    // (re-quantising is lossless).
+    // MHA path (spec §6.1): per-head k_nope and v from wkv_b, for the union of the keys this
+    // chunk's queries selected only (true sparse prefill: unselected cache rows are never read
+    // and never expanded). The cache holds exactly act_quant(c), so it feeds the FP8 GEMM
+    // directly (re-quantising is lossless).
     const SequenceState& seq = *rows.seqs[0];
-    const int64_t end = rows.pos[S - 1] + 1;
-    std::vector<int64_t> key_rows(static_cast<size_t>(end));
-    for (int64_t t = 0; t < end; ++t) key_rows[t] = seq.row(t);
+    std::vector<int32_t> sel = be.to_host<int32_t>(idx);
+    std::vector<int32_t> compact(static_cast<size_t>(rows.pos[S - 1] + 1), -1);
+    for (int32_t t : sel)
+      if (t >= 0) compact[t] = 0;
+    std::vector<int64_t> key_rows;
+    for (size_t t = 0; t < compact.size(); ++t)
+      if (compact[t] == 0) {
+        compact[t] = int32_t(key_rows.size());
+        key_rows.push_back(seq.row(int64_t(t)));
+      }
+    for (int32_t& t : sel) t = t < 0 ? -1 : compact[t];
+    const Tensor idx_c = be.upload(sel.data(), DType::I32, {S, K});
+    const int64_t end = int64_t(key_rows.size());  // keys expanded (≤ context)
     Tensor a8 = be.alloc(DType::F8_E4M3, {end, L}), as = be.alloc(DType::F32, {end, nsb});
     Tensor pe = be.alloc(DType::BF16, {end, R});
     {
@@ -224,8 +235,8 @@ Tensor run_attention(const LayerContext& ctx, const LayerWeights& w, int64_t lay
     const Tensor pso = be.upload(pe_src, DType::I64);
     ops.copy_rows({pe.ptr<uint8_t>(), k.ptr<uint8_t>() + nope * 2, pso.ptr<int64_t>(), nullptr, 0, dqk * 2, R * 2,
                    end * nh});
-    ops.sparse_mha_prefill({q.ptr<bf16>(), k.ptr<bf16>(), v.ptr<bf16>(), idx.ptr<int32_t>(), o.ptr<bf16>(), S, end, nh,
-                            dqk, dv, K, scale});
+    ops.sparse_mha_prefill({q.ptr<bf16>(), k.ptr<bf16>(), v.ptr<bf16>(), idx_c.ptr<int32_t>(), o.ptr<bf16>(), S, end,
+                            nh, dqk, dv, K, scale});
   } else {
     // Absorbed path (spec §6.2): q_abs = q_nope · W_UK; attention over latents; o = o_lat · W_UV^T.
     const bf16* wkv = w.wkv_b_bf16.ptr<bf16>();  // [nh, nope+dv, L]
