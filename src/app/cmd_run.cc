@@ -120,6 +120,7 @@ void add_run_command(CLI::App& app) {
     std::string ids;
     for (size_t i = 0; i < out.size(); ++i) ids += (i ? "," : "") + std::to_string(out[i]);
     fmt::print("{}{}\n", stream ? "ids: " : "", ids);
+    std::fflush(stdout);  // text and ids before the stats on stderr
     fmt::print(stderr, "prefill: {} tokens in {:.3f} s ({:.1f} tok/s)\n", st.prompt_tokens, st.prefill_s, st.prefill_tok_s());
     fmt::print(stderr, "decode:  {} tokens, {} decode steps in {:.3f} s ({:.1f} tok/s)\n", st.generated,
                st.decode_steps, st.decode_s, st.decode_tok_s());
