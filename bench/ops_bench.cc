@@ -179,6 +179,28 @@ BENCHMARK(BM_SparseMlaDecode)
     ->Unit(benchmark::kMillisecond)
     ->UseRealTime();
 
+// Sparse MHA prefill: S queries x H heads, d_qk 192 / d_v 128, K selected of T keys.
+void BM_SparseMhaPrefill(benchmark::State& st) {
+  const int64_t H = st.range(1), K = st.range(2), S = st.range(3), T = st.range(4);
+  const int64_t dqk = 192, dv = 128;
+  std::vector<bf16> q = rand_bf16(size_t(S * H * dqk), 0.1f), k = rand_bf16(size_t(T * H * dqk));
+  std::vector<bf16> v = rand_bf16(size_t(T * H * dv));
+  std::vector<int32_t> idx(size_t(S * K));
+  std::uniform_int_distribution<int> d(0, int(T - 1));
+  for (auto& x : idx) x = d(g_rng);
+  std::vector<bf16> o(size_t(S * H * dv));
+  const OpTable& Tb = table(st.range(0));
+  for (auto _ : st)
+    Tb.sparse_mha_prefill({q.data(), k.data(), v.data(), idx.data(), o.data(), S, T, H, dqk, dv,
+                           K, 0.0723f});
+  counters(st, double(S * K * H * (dqk + dv) * 2), 2.0 * double(S * H * K * (dqk + dv)));
+}
+BENCHMARK(BM_SparseMhaPrefill)
+    ->ArgNames({"cpu", "H", "K", "S", "T"})
+    ->Args({1, 128, 2048, 64, 8192})
+    ->Unit(benchmark::kMillisecond)
+    ->UseRealTime();
+
 // fp32 linear (MoE gate 7168 -> 256) and per-row norms at model width.
 void BM_LinearF32(benchmark::State& st) {
   const int64_t M = st.range(1), N = st.range(2), K = st.range(3);

@@ -505,6 +505,13 @@ TEST(OpsCpu, SparseMlaDecode) {
 // ---- sparse MHA prefill: only the q·k sums change order; a flipped bf16 rounding of a score
 // perturbs one probability by <= 2^-8 relative. Metric (DeepGEMM): cosine difference, bound
 // 2^-16 = (one bf16 ulp)^2, plus |Δ| <= 2^-5·max|o| elementwise.
+// The AVX512-BF16 path (mha_bf16.cc) fits the same bounds: (a) q·k pair/tree sums: as above;
+// (b) exp within 1 ulp of std::exp and lane-split fp32 sums change e/sum by <= (n+3)·2^-24
+// relative (n <= 300 here: < 2^-15 << 2^-9), at most one flipped bf16 rounding of p, again
+// <= 2^-8 relative; (c) P·V in key pairs: exact products, fp32 reorder error <= n·2^-24·Σp|v|
+// < 2^-15·max|v|, at most one flipped bf16 output rounding (2^-8·|o|, inside the 2^-5·max|o|
+// bound); (d) vdpbf16ps flushes p < 2^-126 to zero: error <= n·2^-126·max|v|, negligible.
+// Hence (a)-(c) perturb o by O(2^-8) relative like the fp32 path: cosine bound unchanged.
 double cos_diff(const std::vector<bf16>& a, const std::vector<bf16>& b) {
   double xy = 0, xx = 0, yy = 0;
   for (size_t i = 0; i < a.size(); ++i) {
@@ -520,12 +527,14 @@ TEST(OpsCpu, SparseMhaPrefill) {
   for_each_target([&] {
     for (auto [S, T, H, dqk, dv, K] :
          {std::tuple<int64_t, int64_t, int64_t, int64_t, int64_t, int64_t>{3, 40, 5, 192, 128, 17},
-          {4, 100, 3, 37, 19, 64}, {1, 1, 1, 1, 1, 1}, {2, 30, 2, 64, 64, 50}}) {
+          {4, 100, 3, 37, 19, 64}, {1, 1, 1, 1, 1, 1}, {2, 30, 2, 64, 64, 50},
+          {3, 300, 6, 200, 160, 300}, {4, 20, 9, 192, 128, 40}}) {  // last: packed K/V
       std::vector<bf16> q = rng.bf16s(size_t(S * H * dqk)), k = rng.bf16s(size_t(T * H * dqk));
       std::vector<bf16> v = rng.bf16s(size_t(T * H * dv));
       std::vector<int32_t> idx(size_t(S * K));
       for (auto& i : idx) i = rng.uni(0, 7) == 0 ? -1 : rng.uni(0, int(T - 1));
       idx[0] = 0;
+      if (S >= 3) std::fill(idx.end() - K, idx.end(), -1);  // a query without keys: zeros
       std::vector<bf16> o1(size_t(S * H * dv)), o2(o1.size());
       const float scale = float(1.0 / std::sqrt(double(dqk)));
       R.sparse_mha_prefill({q.data(), k.data(), v.data(), idx.data(), o1.data(), S, T, H, dqk, dv,

@@ -222,6 +222,9 @@ HWY_INLINE void Dots4(const float* q, const uint16_t* const* k, int64_t D, float
 }
 
 void SparseMhaPrefillImpl(const SparseMhaPrefill& p) {
+#if HWY_ARCH_X86 && (HWY_TARGET == HWY_AVX3 || HWY_TARGET == HWY_AVX3_DL)
+  if (bf16_dot_available()) return sparse_mha_prefill_bf16(p);  // dot/P·V order differs
+#endif
   parallel_for(p.S * p.H, [&](int64_t i0, int64_t i1) {
     const DF df;
     const int64_t L = int64_t(hn::Lanes(df)), H = p.H;

@@ -17,5 +17,6 @@ void indexer_logits_bf16(const IndexerLogits& p);
 // fp8_gemm for M < 16: a is the activation, already checked; Kp = ceil(K/128)*128.
 void fp8_gemv_bf16(const Fp8Gemm& p);
 void sparse_mla_decode_bf16(const SparseMlaDecode& p);
+void sparse_mha_prefill_bf16(const SparseMhaPrefill& p);
 
 }  // namespace dsa::ops::cpu

@@ -52,6 +52,25 @@ DSA_BF16_INLINE __m512 RoundBf16(__m512 v) {
   return _mm512_castsi512_ps(_mm512_and_si512(r, _mm512_set1_epi32(int(0xffff0000u))));
 }
 
+// exp(x) for x <= 0 (x = score - max), within 1 ulp of exp (checked): x = k·ln2 + r (Cody-Waite, |r| <=
+// ln2/2), degree-7 Taylor/Horner polynomial, times 2^k by vscalefps (handles the underflow range).
+DSA_BF16_INLINE __m512 ExpNonPos(__m512 x) {
+  x = _mm512_max_ps(x, _mm512_set1_ps(-104.0f));  // exp below is 0 in fp32 either way
+  const __m512 k = _mm512_roundscale_ps(_mm512_mul_ps(x, _mm512_set1_ps(1.44269504f)),
+                                        _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+  __m512 r = _mm512_fnmadd_ps(k, _mm512_set1_ps(0.693145752f), x);
+  r = _mm512_fnmadd_ps(k, _mm512_set1_ps(1.42860677e-6f), r);
+  __m512 y = _mm512_set1_ps(1.0f / 5040);
+  y = _mm512_fmadd_ps(y, r, _mm512_set1_ps(1.0f / 720));
+  y = _mm512_fmadd_ps(y, r, _mm512_set1_ps(1.0f / 120));
+  y = _mm512_fmadd_ps(y, r, _mm512_set1_ps(1.0f / 24));
+  y = _mm512_fmadd_ps(y, r, _mm512_set1_ps(1.0f / 6));
+  y = _mm512_fmadd_ps(y, r, _mm512_set1_ps(0.5f));
+  y = _mm512_fmadd_ps(y, r, _mm512_set1_ps(1.0f));
+  y = _mm512_fmadd_ps(y, r, _mm512_set1_ps(1.0f));
+  return _mm512_scalef_ps(y, k);
+}
+
 // 16 fp8 bytes -> 16 fp32 values times 2^-8 (the e4m3 bits placed in an fp16 pattern), exact.
 DSA_BF16_INLINE __m512 Fp8x16Div256(const uint8_t* p) {
   const __m256i x = _mm256_cvtepi8_epi16(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p)));
