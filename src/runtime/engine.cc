@@ -287,7 +287,14 @@ void Engine::loop() {
     std::vector<uint64_t> cancels;
     {
       std::unique_lock<std::mutex> lk(mu_);
-      cv_.wait(lk, [&] { return stop_ || !incoming_.empty() || !cancels_.empty() || !running_.empty() || !waiting_.empty(); });
+      auto has_work = [&] { return stop_ || !incoming_.empty() || !cancels_.empty() || !running_.empty() || !waiting_.empty(); };
+      if (!has_work()) {
+        // Idle: give the model's cached temporaries back, so memory returns to its baseline.
+        lk.unlock();
+        m_.backend().release_cache();
+        lk.lock();
+      }
+      cv_.wait(lk, has_work);
       if (stop_) break;
       while (!incoming_.empty()) {
         waiting_.push_back(std::move(incoming_.front()));
