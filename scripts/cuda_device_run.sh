@@ -99,4 +99,14 @@ if [ "${SKIP_BENCH:-0}" != 1 ]; then
   BENCH=$(find build-cuda -name cuda_bench -type f | head -1)
   timeout 240 "$BENCH" "$OUT/bench.csv" ${BENCH_ARGS:-} >"$OUT/bench.log" 2>&1 || log "bench rc=$?"
 fi
+# `dsa bench --device cuda` on the real V3.2 layer dims (DSA_BENCH=1; one dense layer, ~4.3 GB made
+# on the fly; DSA_BENCH_CONTEXTS picks the contexts). Table to $OUT/dsa_bench.txt.
+if [ "${DSA_BENCH:-0}" = 1 ] && [ -x build-cuda/dsa ]; then
+  M=/tmp/dsa-v32-layer1
+  [ -f $M/config.json ] || build-cuda/dsa make-model --preset v32-layer --layers 1 --no-mtp --shards 4 -o $M \
+      >"$OUT/dsa_bench.txt" 2>&1
+  timeout 400 build-cuda/dsa bench -m $M --device cuda --contexts "${DSA_BENCH_CONTEXTS:-4K,32K,128K}" \
+      --prefill-chunk 0 --steps 5 --warmup 2 -o /tmp/dsa-bench >>"$OUT/dsa_bench.txt" 2>&1 || log "dsa bench rc=$?"
+  log "dsa bench --device cuda: $OUT/dsa_bench.txt"
+fi
 exit $rc

@@ -42,28 +42,32 @@ void fill_synthetic(SequenceState& st, const ModelConfig& c, int64_t ctx, uint64
   const int64_t lb = lay.row_bytes(), nsb = ops::ceil_div(lay.kv_lora, ops::kBlock);
   const int64_t ps = kv.page_size(), D = kv.index_dim(), pb = kv.index_page_bytes();
   Rng r{seed};
+  // Pages are filled in host staging buffers and copied into the pools (device memory too).
+  const ops::Memory& mem = kv.memory();
+  std::vector<uint8_t> lat_page(static_cast<size_t>(ps * lb)), idx_page(static_cast<size_t>(pb));
+  const int64_t npages = (ctx + ps - 1) / ps;
   for (int64_t layer = 0; layer < c.num_hidden_layers; ++layer) {
-    uint8_t* lat = kv.latent(layer);
-    uint8_t* idx = kv.index(layer);
-    for (int64_t t = 0; t < ctx; ++t) {
-      uint8_t* row = lat + st.row(t) * lb;
-      fill_fp8(row, lay.kv_lora, r);
-      for (int64_t b = 0; b < nsb; ++b) {
-        const float s = pow2_scale(r);
-        std::memcpy(row + lay.scale_off() + 4 * b, &s, 4);
+    for (int64_t p = 0; p < npages; ++p) {
+      const int64_t page = st.pages()[size_t(p)];
+      for (int64_t slot = 0; slot < ps; ++slot) {
+        uint8_t* row = lat_page.data() + slot * lb;
+        fill_fp8(row, lay.kv_lora, r);
+        for (int64_t b = 0; b < nsb; ++b) {
+          const float s = pow2_scale(r);
+          std::memcpy(row + lay.scale_off() + 4 * b, &s, 4);
+        }
+        for (int64_t i = 0; i < lay.rope; ++i) {
+          const bf16 v = f32_to_bf16(r.uniform());
+          std::memcpy(row + lay.rope_off() + 2 * i, &v.bits, 2);
+        }
       }
-      for (int64_t i = 0; i < lay.rope; ++i) {
-        const bf16 v = f32_to_bf16(r.uniform());
-        std::memcpy(row + lay.rope_off() + 2 * i, &v.bits, 2);
-      }
-    }
-    for (int64_t p = 0; p * ps < ctx; ++p) {
-      uint8_t* page = idx + int64_t(st.pages()[size_t(p)]) * pb;
-      fill_fp8(page, ps * D, r);
+      mem.copy(kv.latent(layer) + page * ps * lb, lat_page.data(), lat_page.size(), ops::CopyKind::kHostToDevice);
+      fill_fp8(idx_page.data(), ps * D, r);
       for (int64_t k = 0; k < ps; ++k) {
         const float s = pow2_scale(r);
-        std::memcpy(page + ps * D + 4 * k, &s, 4);
+        std::memcpy(idx_page.data() + ps * D + 4 * k, &s, 4);
       }
+      mem.copy(kv.index(layer) + page * pb, idx_page.data(), idx_page.size(), ops::CopyKind::kHostToDevice);
     }
   }
   st.len = ctx;

@@ -18,15 +18,18 @@ struct Cost {
   double bytes = 0, flops = 0;
 };
 
-void account(int op, double t0, Cost c) {
+void account(int op, double seconds, Cost c) {
   OpStat& s = g_stats[size_t(op)];
-  s.seconds += now_s() - t0;
+  s.seconds += seconds;
   s.calls += 1;
   s.bytes += c.bytes;
   s.flops += c.flops;
 }
 
+// Selected entries of an index array. On a device backend the array is not read back (that
+// would add a transfer to the timed layer): every entry counts, exact once context >= top-k.
 int64_t valid_count(const int32_t* idx, int64_t n) {
+  if (g_inner->mem.device) return n;
   int64_t v = 0;
   for (int64_t i = 0; i < n; ++i) v += idx[i] >= 0;
   return v;
@@ -50,11 +53,12 @@ Cost cost(const ops::Hadamard& p) {
   return {4.0 * p.M * p.n, double(p.M) * p.n * lg};
 }
 Cost cost(const ops::IndexerLogits& p) {
-  double keys = 0;  // visible keys summed over query rows
+  double keys = 0;  // visible keys summed over query rows (device backend: N per row, exact in decode)
   int64_t max_end = 0;
   for (int64_t t = 0; t < p.S; ++t) {
-    keys += double(p.end[t]);
-    max_end = std::max<int64_t>(max_end, p.end[t]);
+    const int64_t e = g_inner->mem.device ? p.N : p.end[t];
+    keys += double(e);
+    max_end = std::max<int64_t>(max_end, e);
   }
   // One block table for all rows: each key is read once per call; else once per row.
   const double key_reads = p.k.bt_stride == 0 ? double(max_end) : keys;
@@ -78,11 +82,16 @@ Cost cost(const ops::HeadMatmul& p) {
 Cost cost(const ops::MoeGate& p) { return {4.0 * p.T * p.E * 2, 4.0 * p.T * p.E}; }
 Cost cost(const ops::SiluMul& p) { return {6.0 * p.M * p.N, 4.0 * p.M * p.N}; }
 
+// Device backends queue work asynchronously: synchronise around each op so its time is its own
+// (a no-op on host backends).
 #define DSA_BENCH_WRAP(fn, P, id)                 \
   void w_##fn(const ops::P& p) {                  \
+    g_inner->mem.sync();                          \
     const double t0 = now_s();                    \
     g_inner->fn(p);                               \
-    account(id, t0, cost(p));                     \
+    g_inner->mem.sync();                          \
+    const double t1 = now_s();                    \
+    account(id, t1 - t0, cost(p));                \
   }
 DSA_BENCH_WRAP(act_quant, ActQuant, kActQuant)
 DSA_BENCH_WRAP(fp8_gemm, Fp8Gemm, kFp8Gemm)
@@ -100,10 +109,13 @@ DSA_BENCH_WRAP(silu_mul, SiluMul, kSiluMul)
 #undef DSA_BENCH_WRAP
 
 void w_rms_norm(const ops::RmsNorm& p) {
+  g_inner->mem.sync();
   const double t0 = now_s();
   if (p.D == g_hidden) g_marks.push_back(t0);  // attn_norm / ffn_norm / final norm
   g_inner->rms_norm(p);
-  account(kRmsNorm, t0, cost(p));
+  g_inner->mem.sync();
+  const double t1 = now_s();
+  account(kRmsNorm, t1 - t0, cost(p));
 }
 
 }  // namespace

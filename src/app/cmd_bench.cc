@@ -308,6 +308,11 @@ void run_bench(const BenchArgs& a) {
                         s.calls, 1e3 * s.seconds, 1e3 * s.seconds / double(s.calls), s.bytes / s.seconds / 1e9,
                         s.flops / s.seconds / 1e9, bound_of(s, roof), roofline_pct(s, roof));
     }
+  if (inner.mem.device)
+    fmt::print("\nNote: backend {} runs on a device; the roofline above is this host CPU's, so the % columns and\n"
+               "the kernel targets below do not apply (device kernels vs the GPU's measured bandwidth: the\n"
+               "cuda_bench of src/ops/cuda). Each op is synchronised for timing, which adds launch latency.\n",
+               inner.name);
   fmt::print("\nHot kernels in decode vs roofline (triad {:.1f} GB/s, fp32 FMA {:.1f} GFLOP/s; % = max(bytes/BW, "
              "FLOPs/peak) / time)\n",
              roof.triad_gbs, roof.fma_f32_gflops);
@@ -328,7 +333,7 @@ void run_bench(const BenchArgs& a) {
   if (!decode.empty()) {
     const int64_t big = decode.back().ctx;
     for (auto& k : kernels) {
-      if (k.phase != "decode" || k.mode != "dsa" || k.ctx != big) continue;
+      if (inner.mem.device || k.phase != "decode" || k.mode != "dsa" || k.ctx != big) continue;
       for (int i : {int(kIndexerLogits), int(kSparseMlaDecode), int(kFp8Gemm)}) {
         const OpStat& s = k.stats[size_t(i)];
         if (s.calls == 0) continue;
@@ -366,7 +371,7 @@ void add_bench_command(CLI::App& app) {
   cmd->add_option("--steps", a->steps, "Measured decode steps per context and mode (median)")->check(CLI::Range(1, 1000));
   cmd->add_option("--warmup", a->warmup, "Unmeasured decode steps first")->check(CLI::Range(0, 100));
   cmd->add_option("--threads", a->threads, "Kernel and roofline threads (default: DSA_THREADS or all cores)");
-  cmd->add_option("--backend", a->backend, "Op backend (default: the fastest available)");
+  cmd->add_option("--backend,--device", a->backend, "Op backend: ref, cpu, cuda (CUDA builds) (default: the fastest CPU one)");
   cmd->add_option("--max-dense-context", a->max_dense, "Skip dense mode above this context (0 = never skip)");
   cmd->add_flag("--no-dense", a->no_dense, "Measure DSA only");
   cmd->add_option("--roofline-seconds", a->roofline_s, "Time spent measuring the roofline");
