@@ -19,34 +19,16 @@
 #include "hwy/aligned_allocator.h"
 #include "ops/cpu/bf16_avx512.h"
 #include "ops/cpu/cpu_ops.h"
+#include "ops/cpu/scratch.h"
 
 #ifndef DSA_OPS_CPU_ATTENTION_ONCE
 #define DSA_OPS_CPU_ATTENTION_ONCE
+namespace dsa::ops::ref {
+void softmax_bf16(float* score, int64_t n);  // ops/ref: the reference's exact fp32 steps
+}  // namespace dsa::ops::ref
 namespace dsa::ops::cpu {
-// Grow-only aligned scratch owned by the calling thread (kernels are called from one thread).
-struct Scratch {
-  hwy::AlignedFreeUniquePtr<float[]> p;
-  size_t cap = 0;
-  float* get(size_t n) {
-    if (n > cap) {
-      p = hwy::AllocateAligned<float>(n);
-      cap = n;
-    }
-    return p.get();
-  }
-};
-// p = bf16(softmax(score[0:n])): the reference's exact fp32 steps (std::exp, serial sum).
-inline void softmax_bf16(float* score, int64_t n) {
-  if (n <= 0) return;
-  float mx = score[0];
-  for (int64_t j = 1; j < n; ++j) mx = std::max(mx, score[j]);
-  float sum = 0.0f;
-  for (int64_t j = 0; j < n; ++j) {
-    score[j] = std::exp(score[j] - mx);
-    sum += score[j];
-  }
-  for (int64_t j = 0; j < n; ++j) score[j] = round_bf16(score[j] / sum);
-}
+using Scratch = Buf<float>;
+using ref::softmax_bf16;  // p = bf16(softmax(score[0:n])), shared with the reference
 }  // namespace dsa::ops::cpu
 #endif
 

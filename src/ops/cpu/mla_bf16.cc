@@ -13,24 +13,12 @@
 #include "hwy/aligned_allocator.h"
 #include "ops/cpu/bf16_avx512.h"
 #include "ops/cpu/bf16_util.h"
+#include "ops/cpu/scratch.h"
 
 namespace dsa::ops::cpu {
 namespace {
 using namespace bf16k;
 
-// Grow-only aligned scratch of the calling thread.
-template <class T>
-struct Buf {
-  hwy::AlignedFreeUniquePtr<T[]> p;
-  size_t cap = 0;
-  T* get(size_t n) {
-    if (n > cap) {
-      p = hwy::AllocateAligned<T>(n);
-      cap = n;
-    }
-    return p.get();
-  }
-};
 
 constexpr int64_t kKB = 6;  // keys per score block (6 keys x 64 heads = 24 accumulators)
 
