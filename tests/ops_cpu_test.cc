@@ -17,6 +17,8 @@
 #include "hwy/targets.h"
 #include "ops/ops.h"
 
+#include "test_util.h"
+
 namespace dsa::ops {
 namespace {
 
@@ -26,35 +28,7 @@ constexpr double kU = 1.0 / 16777216.0;  // 2^-24: fp32 unit roundoff
 constexpr double kBf16 = 1.0 / 256;      // 2^-8: two bf16 RNE roundings (2^-9 each) of nearby values
 const float kNegInf = -std::numeric_limits<float>::infinity();
 
-struct Rng {
-  std::mt19937 g;
-  explicit Rng(uint32_t seed) : g(seed) {}
-  float normal(float sd = 1.0f) { return std::normal_distribution<float>(0.0f, sd)(g); }
-  int uni(int lo, int hi) { return std::uniform_int_distribution<int>(lo, hi)(g); }
-  std::vector<bf16> bf16s(size_t n, float sd = 1.0f) {
-    std::vector<bf16> v(n);
-    for (auto& x : v) x = f32_to_bf16(normal(sd));
-    return v;
-  }
-  std::vector<float> floats(size_t n, float sd = 1.0f) {
-    std::vector<float> v(n);
-    for (auto& x : v) x = normal(sd);
-    return v;
-  }
-  std::vector<fp8> fp8s(size_t n) {  // any finite code (no 0x7f / 0xff NaN)
-    std::vector<fp8> v(n);
-    for (auto& x : v) {
-      do x = fp8(uni(0, 255));
-      while ((x & 0x7f) == 0x7f);
-    }
-    return v;
-  }
-  std::vector<float> pow2s(size_t n, int lo, int hi) {
-    std::vector<float> v(n);
-    for (auto& x : v) x = std::ldexp(1.0f, uni(lo, hi));
-    return v;
-  }
-};
+using test::Rng;
 
 float f(bf16 v) { return bf16_to_f32(v); }
 bool same_bits(const std::vector<bf16>& a, const std::vector<bf16>& b) {

@@ -21,6 +21,8 @@
 #pragma GCC optimize("fp-contract=off")  // the exact emulations below must not fuse multiply-adds
 #endif
 
+#include "test_util.h"
+
 namespace dsa::ops {
 namespace {
 
@@ -46,22 +48,7 @@ std::vector<T> load(const std::string& name, size_t count) {
   return v;
 }
 
-struct Rng {
-  std::mt19937 g;
-  explicit Rng(uint32_t seed) : g(seed) {}
-  float normal(float sd = 1.0f) { return std::normal_distribution<float>(0.0f, sd)(g); }
-  int uniform_int(int lo, int hi) { return std::uniform_int_distribution<int>(lo, hi)(g); }
-  std::vector<bf16> bf16s(size_t n, float sd = 1.0f) {
-    std::vector<bf16> v(n);
-    for (auto& x : v) x = f32_to_bf16(normal(sd));
-    return v;
-  }
-  std::vector<float> floats(size_t n, float sd = 1.0f) {
-    std::vector<float> v(n);
-    for (auto& x : v) x = normal(sd);
-    return v;
-  }
-};
+using test::Rng;
 
 double f(bf16 v) {
   return bf16_to_f32(v);
@@ -161,7 +148,7 @@ TEST(Fp8Gemm, CloseToDoubleDequantisedMatmul) {
     std::vector<float> a_s, w_s(size_t(ceil_div(c.N, kBlock) * nb));
     quantise(rng.bf16s(size_t(c.M * c.K)), c.M, c.K, a, a_s);
     for (auto& v : w) v = f32_to_fp8(rng.normal(8.0f));
-    for (auto& v : w_s) v = std::ldexp(1.0f, rng.uniform_int(-10, -4));
+    for (auto& v : w_s) v = std::ldexp(1.0f, rng.uni(-10, -4));
     std::vector<bf16> y(size_t(c.M * ldy), bf16{0x7fc0});
     R.fp8_gemm({a.data(), a_s.data(), w.data(), w_s.data(), y.data(), c.M, c.N, c.K, ldy});
     for (int64_t m = 0; m < c.M; ++m) {

@@ -1,5 +1,7 @@
 // Shared test helpers: the tiny model made once per build, fixtures, comparison metrics.
 #pragma once
+#include <cmath>
+#include <random>
 #include <string>
 #include <vector>
 
@@ -7,6 +9,38 @@
 #include "model/model.h"
 
 namespace dsa::test {
+
+// Seeded random inputs for op tests.
+struct Rng {
+  std::mt19937 g;
+  explicit Rng(uint32_t seed) : g(seed) {}
+  float normal(float sd = 1.0f) { return std::normal_distribution<float>(0.0f, sd)(g); }
+  int uni(int lo, int hi) { return std::uniform_int_distribution<int>(lo, hi)(g); }
+  std::vector<bf16> bf16s(size_t n, float sd = 1.0f) {
+    std::vector<bf16> v(n);
+    for (auto& x : v) x = f32_to_bf16(normal(sd));
+    return v;
+  }
+  std::vector<float> floats(size_t n, float sd = 1.0f) {
+    std::vector<float> v(n);
+    for (auto& x : v) x = normal(sd);
+    return v;
+  }
+  std::vector<fp8> fp8s(size_t n) {  // any finite code (no 0x7f / 0xff NaN)
+    std::vector<fp8> v(n);
+    for (auto& x : v) {
+      do x = fp8(uni(0, 255));
+      while ((x & 0x7f) == 0x7f);
+    }
+    return v;
+  }
+  std::vector<float> pow2s(size_t n, int lo, int hi) {
+    std::vector<float> v(n);
+    for (auto& x : v) x = std::ldexp(1.0f, uni(lo, hi));
+    return v;
+  }
+};
+
 
 // Directory of the `tiny` preset checkpoint, generated on first use under the build tree.
 std::string tiny_model_dir();
