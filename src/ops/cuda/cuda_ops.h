@@ -35,8 +35,8 @@ void rms_norm(const RmsNorm& p, cudaStream_t stream);
 void layer_norm(const LayerNorm& p, cudaStream_t stream);
 void rope(const Rope& p, cudaStream_t stream);
 void hadamard(const Hadamard& p, cudaStream_t stream);
-// Fast path: D == 128, H % 16 == 0, H <= 64, page_size % 8 == 0 (tensor cores, FP8 MMA);
-// anything else takes a scalar fallback. end[] is read on the device (no host sync).
+// Fast path: D == 128, H <= 64, page_size % 4 == 0, 16-byte aligned pool (wgmma, FP8 tensor
+// cores); anything else takes a scalar fallback. end[] is read on the device (no host sync).
 void indexer_logits(const IndexerLogits& p, cudaStream_t stream);
 void topk(const TopK& p, cudaStream_t stream);
 void sparse_mha_prefill(const SparseMhaPrefill& p, cudaStream_t stream);

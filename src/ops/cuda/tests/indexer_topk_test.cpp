@@ -1,4 +1,4 @@
-// CUDA vs reference: indexer_logits (bulk-copy and plain tensor-core paths, scalar fallback), top-k
+// CUDA vs reference: indexer_logits (wgmma path, scalar fallback), top-k
 // (cluster radix select at several row lengths, one-block fallback).
 #include <algorithm>
 #include <numeric>
@@ -75,6 +75,11 @@ TEST(CudaIndexer, DecodeLongRow) { run_indexer(1, 64, 128, 64, 65536, true); }
 TEST(CudaIndexer, BigPagesLongRing) { run_indexer(16, 64, 128, 512, 9000, true); }  // page > step
 TEST(CudaIndexer, MisalignedPool) { run_indexer(3, 64, 128, 64, 5000, true, true); }
 TEST(CudaIndexer, SharedTable) { run_indexer(2, 64, 128, 8, 1000, false); }
+// wgmma path: fewer than 64 heads are zero-padded (any H <= 64); any page size % 4 == 0.
+TEST(CudaIndexer, WgmmaFewHeads) { run_indexer(5, 16, 128, 64, 4100, true); }
+TEST(CudaIndexer, WgmmaOddHeadsSmallPages) { run_indexer(4, 20, 128, 4, 777, true); }
+TEST(CudaIndexer, WgmmaPagesOf12) { run_indexer(3, 64, 128, 12, 1500, false); }
+TEST(CudaIndexer, WgmmaOneHead) { run_indexer(2, 1, 128, 64, 200, true); }
 TEST(CudaIndexer, ScalarFallback) { run_indexer(3, 5, 40, 3, 100, true); }
 
 // levels > 0: scores from `levels` values (many ties); 0: normal; -1: all equal; -2: mostly NaN.
