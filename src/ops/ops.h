@@ -32,6 +32,21 @@ struct Fp8Gemm {
   int64_t M, N, K, ldy;
 };
 
+// Grouped fp8_gemm (routed experts): G weight matrices; output row r belongs to the group g with
+// offsets[g] <= r < offsets[g+1] and is fp8_gemm (same rounding) of activation row rows[r] (or row
+// r when rows == nullptr) with group g's weights. offsets/rows/w/w_s live in backend memory (the
+// pointer arrays hold backend pointers): a device backend reads the grouping on the device.
+struct GroupedFp8Gemm {
+  const fp8* a;               // [*, K] activation rows
+  const float* a_s;           // [*, ceil(K/128)]
+  const int32_t* rows;        // [R] source row of each output row, or nullptr (identity)
+  const int32_t* offsets;     // [G + 1], offsets[0] = 0, offsets[G] = R, non-decreasing
+  const fp8* const* w;        // [G] -> [N, K]
+  const float* const* w_s;    // [G] -> [ceil(N/128), ceil(K/128)]
+  bf16* y;                    // [R, N] with row stride ldy
+  int64_t G, R, N, K, ldy;    // R: total rows (host-known upper bound = offsets[G])
+};
+
 // y = fp32(x) @ fp32(w)^T in fp32 (gate, indexer weights_proj, LM head). Accumulate in fp32 or
 // better (reference: double).
 struct LinearF32 {

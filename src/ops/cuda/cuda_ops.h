@@ -30,6 +30,8 @@ void* workspace(size_t bytes, cudaStream_t stream);
 
 void act_quant(const ActQuant& p, cudaStream_t stream);
 void fp8_gemm(const Fp8Gemm& p, cudaStream_t stream);
+// One launch for all groups (tiles found from offsets on the device; no host sync).
+void grouped_fp8_gemm(const GroupedFp8Gemm& p, cudaStream_t stream);
 void linear_f32(const LinearF32& p, cudaStream_t stream);
 void rms_norm(const RmsNorm& p, cudaStream_t stream);
 void layer_norm(const LayerNorm& p, cudaStream_t stream);

@@ -111,17 +111,92 @@ struct GCfg {
   static_assert(TN * 4 <= 1024 && kA % 1024 == 0 && kB % 1024 == 0);
 };
 
+// One launch's work: a plain GEMM (offsets == nullptr: output rows [0, M), weights w / w_s) or a
+// grouped one (group g owns output rows [offsets[g], offsets[g+1]) and weights wp[g] / wsp[g]).
+// Output row r reads activation row rows[r] (rows == nullptr: row r).
+struct WgJob {
+  const fp8* a;
+  const float* a_s;
+  const int32_t* rows;
+  const int32_t* offsets;
+  const fp8* const* wp;
+  const float* const* wsp;
+  const fp8* w;
+  const float* w_s;
+  bf16* y;
+  int64_t G, M, N, K, ldy;
+};
+
+// Grouped launch: blockIdx.y enumerates the (group, token tile) pairs in group order. Finds this
+// CTA's group g and first output row; false when blockIdx.y is past the last tile.
+template <int TN>
+__device__ bool find_group_tile(const WgJob& j, int* s_warp, int64_t& g_out, int64_t& r0) {
+  const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5, nw = blockDim.x >> 5;
+  const int64_t per = cdiv(j.G, blockDim.x);  // consecutive groups per thread
+  const int64_t g0 = imin(j.G, tid * per), g1 = imin(j.G, g0 + per);
+  int64_t cnt = 0;
+  for (int64_t g = g0; g < g1; ++g) cnt += cdiv(j.offsets[g + 1] - j.offsets[g], TN);
+  int64_t incl = cnt;  // inclusive scan of tile counts over threads
+#pragma unroll
+  for (int o = 1; o < 32; o <<= 1) {
+    const int64_t v = __shfl_up_sync(0xffffffffu, incl, o);
+    if (lane >= o) incl += v;
+  }
+  if (lane == 31) s_warp[warp] = int(incl);
+  __syncthreads();
+  int64_t before = 0;
+  for (int w = 0; w < warp; ++w) before += s_warp[w];
+  int64_t total = 0;
+  for (int w = 0; w < nw; ++w) total += s_warp[w];
+  __syncthreads();
+  const int64_t y = blockIdx.y;
+  if (y >= total) return false;
+  int64_t t = before + incl - cnt;  // tiles before this thread's groups
+  if (y >= t && y < t + cnt) {
+    for (int64_t g = g0; g < g1; ++g) {
+      const int64_t c = cdiv(j.offsets[g + 1] - j.offsets[g], TN);
+      if (y < t + c) {
+        s_warp[32] = int(g);
+        s_warp[33] = int(j.offsets[g] + (y - t) * TN);
+        break;
+      }
+      t += c;
+    }
+  }
+  __syncthreads();
+  g_out = s_warp[32];
+  r0 = s_warp[33];
+  return true;
+}
+
 template <int NWG, int TN>
-__global__ void __launch_bounds__(128 * NWG) fp8_gemm_wgmma_kernel(Fp8Gemm p) {
+__global__ void __launch_bounds__(128 * NWG) fp8_gemm_wgmma_kernel(WgJob j) {
   using C = GCfg<NWG, TN>;
   extern __shared__ uint8_t g_raw[];
+  __shared__ int s_misc[34];
+  __shared__ int32_t s_src[TN];  // activation row of each token slot, -1 = none
   uint8_t* sm = reinterpret_cast<uint8_t*>((reinterpret_cast<uintptr_t>(g_raw) + 1023) & ~uintptr_t(1023));
   const int tid = threadIdx.x, wg = tid >> 7, warp = (tid >> 5) & 3, lane = tid & 31;
   const int g = lane >> 2, tq = lane & 3;
-  const int64_t n0 = int64_t(blockIdx.x) * C::kRows, m0 = int64_t(blockIdx.y) * TN;
-  const int64_t K = p.K, nb = cdiv(K, kBlock);
+  const int64_t n0 = int64_t(blockIdx.x) * C::kRows;
+  const int64_t K = j.K, nb = cdiv(K, kBlock);
+  int64_t r0 = int64_t(blockIdx.y) * TN, rend = j.M;
+  const fp8* W = j.w;
+  const float* Ws = j.w_s;
+  if (j.offsets) {
+    int64_t grp = 0;
+    if (!find_group_tile<TN>(j, s_misc, grp, r0)) return;
+    rend = j.offsets[grp + 1];
+    W = j.wp[grp];
+    Ws = j.wsp[grp];
+  }
+  if (tid < TN) {
+    const int64_t r = r0 + tid;
+    s_src[tid] = r < rend ? (j.rows ? j.rows[r] : int32_t(r)) : -1;
+  }
+  __syncthreads();
   auto stage = [&](int st) { return sm + st * C::kStage; };
-  // K block kb into stage st: weight rows, token rows (zeros past N / M / K), token scales.
+  // K block kb into stage st: weight rows, token rows (zeros past N / the tile / K), token scales.
   auto issue = [&](int64_t kb, int st) {
     uint8_t* a = stage(st);
     uint8_t* b = a + C::kA;
@@ -132,21 +207,21 @@ __global__ void __launch_bounds__(128 * NWG) fp8_gemm_wgmma_kernel(Fp8Gemm p) {
       const int64_t k = k0 + ch * 16;
       if (r < C::kRows) {
         const int64_t n = n0 + r;
-        const bool ok = n < p.N && k < K;
-        cp_async16(smem_addr(a) + swz128(r, ch), ok ? p.w + n * K + k : p.w, ok ? 16u : 0u);
+        const bool ok = n < j.N && k < K;
+        cp_async16(smem_addr(a) + swz128(r, ch), ok ? W + n * K + k : W, ok ? 16u : 0u);
       } else {
         const int rr = r - C::kRows;
-        const int64_t m = m0 + rr;
-        const bool ok = m < p.M && k < K;
-        cp_async16(smem_addr(b) + swz128(rr, ch), ok ? p.a + m * K + k : p.a, ok ? 16u : 0u);
+        const int64_t m = s_src[rr];
+        const bool ok = m >= 0 && k < K;
+        cp_async16(smem_addr(b) + swz128(rr, ch), ok ? j.a + m * K + k : j.a, ok ? 16u : 0u);
       }
     }
     if (tid < TN) {
-      const int64_t m = m0 + tid;
-      cp_async4(smem_addr(as + tid), m < p.M ? p.a_s + m * nb + kb : p.a_s, m < p.M ? 4u : 0u);
+      const int64_t m = s_src[tid];
+      cp_async4(smem_addr(as + tid), m >= 0 ? j.a_s + m * nb + kb : j.a_s, m >= 0 ? 4u : 0u);
     }
   };
-  // Pipeline: K block j lives in stage j % kGStages; per block: wait for it, barrier (which also
+  // Pipeline: K block i lives in stage i % kGStages; per block: wait for it, barrier (which also
   // frees the stage of block kb - 1), refill that stage, MMA, then promote in fp32.
   // (Issuing block kb + 1's MMA before promoting block kb, with two accumulator sets, measured
   // slower on the H200: 245 registers and 350 vs 377 TFLOPS.)
@@ -158,7 +233,7 @@ __global__ void __launch_bounds__(128 * NWG) fp8_gemm_wgmma_kernel(Fp8Gemm p) {
   float acc[TN / 2], d[TN / 2];
 #pragma unroll
   for (int i = 0; i < TN / 2; ++i) acc[i] = 0.0f;
-  const float* wsrow = p.w_s + ((n0 + 64 * wg) / kBlock) * nb;
+  const float* wsrow = Ws + ((n0 + 64 * wg) / kBlock) * nb;
   for (int64_t kb = 0; kb < nb; ++kb) {
     const int st = int(kb % kGStages);
     cp_async_wait<kGStages - 2>();
@@ -179,41 +254,42 @@ __global__ void __launch_bounds__(128 * NWG) fp8_gemm_wgmma_kernel(Fp8Gemm p) {
     const float* as = reinterpret_cast<const float*>(a + C::kA + C::kB);
     const float wsc = wsrow[kb];
 #pragma unroll
-    for (int j = 0; j < TN / 8; ++j) {
-      const float s0 = __fmul_rn(as[8 * j + 2 * tq], wsc), s1 = __fmul_rn(as[8 * j + 2 * tq + 1], wsc);
-      acc[4 * j] = __fadd_rn(acc[4 * j], __fmul_rn(d[4 * j], s0));
-      acc[4 * j + 1] = __fadd_rn(acc[4 * j + 1], __fmul_rn(d[4 * j + 1], s1));
-      acc[4 * j + 2] = __fadd_rn(acc[4 * j + 2], __fmul_rn(d[4 * j + 2], s0));
-      acc[4 * j + 3] = __fadd_rn(acc[4 * j + 3], __fmul_rn(d[4 * j + 3], s1));
+    for (int q = 0; q < TN / 8; ++q) {
+      const float s0 = __fmul_rn(as[8 * q + 2 * tq], wsc), s1 = __fmul_rn(as[8 * q + 2 * tq + 1], wsc);
+      acc[4 * q] = __fadd_rn(acc[4 * q], __fmul_rn(d[4 * q], s0));
+      acc[4 * q + 1] = __fadd_rn(acc[4 * q + 1], __fmul_rn(d[4 * q + 1], s1));
+      acc[4 * q + 2] = __fadd_rn(acc[4 * q + 2], __fmul_rn(d[4 * q + 2], s0));
+      acc[4 * q + 3] = __fadd_rn(acc[4 * q + 3], __fmul_rn(d[4 * q + 3], s1));
     }
   }
   cp_async_wait<0>();
   __syncthreads();  // stages free: bf16 tile [token][row] for coalesced row stores
   uint16_t* ep = reinterpret_cast<uint16_t*>(sm);
   constexpr int LD = C::kRows + 8;
-  const int r0 = wg * 64 + warp * 16 + g;
+  const int rw = wg * 64 + warp * 16 + g;
 #pragma unroll
   for (int i = 0; i < TN / 2; ++i) {
-    const int r = r0 + 8 * ((i >> 1) & 1), col = 8 * (i >> 2) + 2 * tq + (i & 1);
+    const int r = rw + 8 * ((i >> 1) & 1), col = 8 * (i >> 2) + 2 * tq + (i & 1);
     ep[col * LD + r] = f2bf(acc[i]);
   }
   __syncthreads();
-  const bool vec = (p.ldy % 8) == 0 && (reinterpret_cast<uintptr_t>(p.y) & 15) == 0 && n0 + C::kRows <= p.N;
+  const bool vec = (j.ldy % 8) == 0 && (reinterpret_cast<uintptr_t>(j.y) & 15) == 0 && n0 + C::kRows <= j.N;
   for (int c = tid; c < TN * (C::kRows / 8); c += C::kThreads) {
     const int col = c / (C::kRows / 8), r8 = (c % (C::kRows / 8)) * 8;
-    const int64_t m = m0 + col;
-    if (m >= p.M) continue;
-    bf16* y = p.y + m * p.ldy + n0 + r8;
+    const int64_t m = r0 + col;
+    if (m >= rend) continue;
+    bf16* y = j.y + m * j.ldy + n0 + r8;
     if (vec) {
       *reinterpret_cast<uint4*>(y) = *reinterpret_cast<const uint4*>(ep + col * LD + r8);
     } else {
-      for (int e = 0; e < 8 && n0 + r8 + e < p.N; ++e) y[e].bits = ep[col * LD + r8 + e];
+      for (int e = 0; e < 8 && n0 + r8 + e < j.N; ++e) y[e].bits = ep[col * LD + r8 + e];
     }
   }
 }
 
+// tiles: grid.y (token tiles; for a grouped job an upper bound, extra CTAs exit at once).
 template <int NWG, int TN>
-void launch_wgmma(const Fp8Gemm& p, cudaStream_t stream) {
+void launch_wgmma(const WgJob& j, int64_t tiles, cudaStream_t stream) {
   using C = GCfg<NWG, TN>;
   static bool configured = false;
   if (!configured) {
@@ -221,32 +297,62 @@ void launch_wgmma(const Fp8Gemm& p, cudaStream_t stream) {
                                     cudaFuncAttributeMaxDynamicSharedMemorySize, int(C::kSmem)));
     configured = true;
   }
-  const dim3 grid(unsigned(ceil_div(p.N, C::kRows)), unsigned(ceil_div(p.M, TN)));
-  fp8_gemm_wgmma_kernel<NWG, TN><<<grid, C::kThreads, C::kSmem, stream>>>(p);
+  DSA_CUDA_REQUIRE(tiles <= 65535, "fp8_gemm: too many token tiles");
+  const dim3 grid(unsigned(ceil_div(j.N, C::kRows)), unsigned(tiles));
+  fp8_gemm_wgmma_kernel<NWG, TN><<<grid, C::kThreads, C::kSmem, stream>>>(j);
+  CUDA_CHECK_LAUNCH();
 }
 
+// Token tile tn in {16, 32, 64, 128}; two warpgroups (128 weight rows) when many rows remain.
+void launch_tile(const WgJob& j, int64_t tn, bool two, int64_t tiles, cudaStream_t stream) {
+  if (tn == 128 && two) launch_wgmma<2, 128>(j, tiles, stream);
+  else if (tn == 128) launch_wgmma<1, 128>(j, tiles, stream);
+  else if (tn == 64) launch_wgmma<1, 64>(j, tiles, stream);
+  else if (tn == 32) launch_wgmma<1, 32>(j, tiles, stream);
+  else launch_wgmma<1, 16>(j, tiles, stream);
+}
+
+int64_t tile_for(int64_t rows) { return rows <= 16 ? 16 : rows <= 32 ? 32 : rows <= 64 ? 64 : 128; }
 }  // namespace
 
 void fp8_gemm(const Fp8Gemm& p, cudaStream_t stream) {
   DSA_CUDA_REQUIRE(p.M > 0 && p.N > 0 && p.K > 0 && p.ldy >= p.N, "fp8_gemm: bad dims");
   DSA_CUDA_REQUIRE(p.a && p.a_s && p.w && p.w_s && p.y, "fp8_gemm: null pointer");
-  DSA_CUDA_REQUIRE(ceil_div(p.M, BM) <= 65535, "fp8_gemm: M too large");
+  DSA_CUDA_REQUIRE(ceil_div(p.M, 16) <= 65535, "fp8_gemm: M too large");
   const bool vec = p.K % 16 == 0 && (reinterpret_cast<uintptr_t>(p.a) & 15) == 0 &&
                    (reinterpret_cast<uintptr_t>(p.w) & 15) == 0;
-  if (vec && ceil_div(p.M, 16) <= 65535) {
-    // Token tile: the smallest of 16/32/64/128 covering M; two warpgroups (128 weight rows) once
-    // the token tile is full, one (64 rows, twice the CTAs) for decode-sized M.
-    if (p.M <= 16) launch_wgmma<1, 16>(p, stream);
-    else if (p.M <= 32) launch_wgmma<1, 32>(p, stream);
-    else if (p.M <= 64) launch_wgmma<1, 64>(p, stream);
-    else if (p.M <= 128) launch_wgmma<1, 128>(p, stream);
-    else launch_wgmma<2, 128>(p, stream);
-    CUDA_CHECK_LAUNCH();
+  if (vec) {
+    // Token tile: the smallest of 16/32/64/128 covering M, halved while fewer than ~2 CTAs per
+    // SM would run (few weight rows, e.g. an expert: more token tiles re-read the weights from
+    // L2 instead of leaving SMs idle); two warpgroups (128 weight rows) for M > 128.
+    int64_t tn = tile_for(p.M);
+    while (tn > 16 && ceil_div(p.N, 64) * ceil_div(p.M, tn) < 264) tn /= 2;
+    const WgJob j{p.a, p.a_s, nullptr, nullptr, nullptr, nullptr, p.w, p.w_s, p.y, 1, p.M, p.N, p.K, p.ldy};
+    launch_tile(j, tn, p.M > 128, ceil_div(p.M, tn), stream);
     return;
   }
   const dim3 grid(unsigned(ceil_div(p.N, BN)), unsigned(ceil_div(p.M, BM)));
   fp8_gemm_kernel<<<grid, 128, 0, stream>>>(p, vec);
   CUDA_CHECK_LAUNCH();
+}
+
+}  // namespace dsa::ops::cuda
+
+namespace dsa::ops::cuda {
+
+void grouped_fp8_gemm(const GroupedFp8Gemm& p, cudaStream_t stream) {
+  DSA_CUDA_REQUIRE(p.G > 0 && p.R >= 0 && p.N > 0 && p.K > 0 && p.ldy >= p.N, "grouped_fp8_gemm: bad dims");
+  DSA_CUDA_REQUIRE(p.a && p.a_s && p.offsets && p.w && p.w_s && p.y, "grouped_fp8_gemm: null pointer");
+  DSA_CUDA_REQUIRE(p.K % 16 == 0 && (reinterpret_cast<uintptr_t>(p.a) & 15) == 0,
+                   "grouped_fp8_gemm: K must be a multiple of 16 and rows 16-byte aligned");
+  DSA_CUDA_REQUIRE(p.G <= 32 * 1024, "grouped_fp8_gemm: too many groups");
+  if (p.R == 0) return;
+  // Tile from the mean rows per non-empty group; at most min(G, R) groups are non-empty and each
+  // adds at most one partial tile, so ceil(R / tn) + min(G, R) bounds the tile count.
+  const int64_t busy = std::min(p.G, p.R), mean = ceil_div(p.R, busy);
+  const int64_t tn = tile_for(mean);
+  const WgJob j{p.a, p.a_s, p.rows, p.offsets, p.w, p.w_s, nullptr, nullptr, p.y, p.G, p.R, p.N, p.K, p.ldy};
+  launch_tile(j, tn, mean > 128, ceil_div(p.R, tn) + busy, stream);
 }
 
 }  // namespace dsa::ops::cuda

@@ -40,6 +40,8 @@ __global__ void __launch_bounds__(kWgThreads) indexer_wgmma_kernel(IndexerLogits
   const int64_t tile0 = int64_t(blockIdx.x) * tpb;
   const int nt = int(imin(tpb, ntiles - tile0));
   asm volatile("griddepcontrol.wait;\n" ::: "memory");  // q, w, cache from earlier kernels (PDL)
+  // Let a PDL-launched successor (top-k) be scheduled now; it waits for this grid's completion.
+  asm volatile("griddepcontrol.launch_dependents;\n" ::: "memory");
   const int64_t end = imin(p.end[t], N);
   const int32_t* bt = p.k.block_table + int64_t(t) * p.k.bt_stride;
   // Keys of tile `i` (local index) into stage `st`: 512 16-byte chunks + 64 scales. Thread tid

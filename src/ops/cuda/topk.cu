@@ -195,6 +195,7 @@ __global__ void __launch_bounds__(kThreads, 1) topk_cluster_kernel(TopK p) {
   const int64_t t = blockIdx.y, k = p.k;
   const int tid = threadIdx.x, lane = tid & 31;
   griddep_wait();  // scores may come from the kernel launched just before (PDL)
+  asm volatile("griddepcontrol.launch_dependents;\n" ::: "memory");  // successors wait for us
   const int64_t e = imin(p.end[t], p.N);
   int32_t* idx = p.idx + t * k;
   if (e <= k) {  // uniform over the cluster: no barrier, no remote access
@@ -232,22 +233,33 @@ __global__ void __launch_bounds__(kThreads, 1) topk_cluster_kernel(TopK p) {
   }
   __syncthreads();
   uint32_t prefix = 0, mask = 0, need = uint32_t(k);
+  // live: bit j set while key j still matches the prefix. After pass 0 few keys do, so later
+  // passes only test a bit per key (the kernel is issue-bound: ~2000 instructions per warp).
+  uint32_t live = 0;
+#pragma unroll
+  for (int j = 0; j < V; ++j) live |= key[j] != 0u ? 1u << j : 0u;
 #pragma unroll 1
   for (int pass = 0; pass < 4; ++pass) {
     const int shift = 24 - 8 * pass;
     uint32_t* h = hist[pass];
+    if (pass == 0) {
 #pragma unroll
-    for (int j = 0; j < V; ++j) {
-      const uint32_t u = key[j];
-      const uint32_t b = (u != 0u && (u & mask) == prefix) ? (u >> shift) & 255u : 0xffffffffu;
-      const uint32_t b0 = __shfl_sync(0xffffffffu, b, 0);
-      // Whole warp in one bucket (common in pass 0): one add. No __match_any_sync: it costs
-      // ~100 cycles of the SM per call and dominated the old kernel (~1.6 us per key per thread).
-      if (__all_sync(0xffffffffu, b == b0)) {
-        if (lane == 0 && b0 != 0xffffffffu) atomicAdd(&h[b0], 32u);
-      } else if (b != 0xffffffffu) {
-        atomicAdd(&h[b], 1u);
+      for (int j = 0; j < V; ++j) {
+        const uint32_t u = key[j];
+        const uint32_t b = u != 0u ? u >> 24 : 0xffffffffu;
+        const uint32_t b0 = __shfl_sync(0xffffffffu, b, 0);
+        // Whole warp in one bucket: one add. No __match_any_sync: it costs ~100 cycles of the
+        // SM per call and dominated an older kernel (~1.6 us per key per thread).
+        if (__all_sync(0xffffffffu, b == b0)) {
+          if (lane == 0 && b0 != 0xffffffffu) atomicAdd(&h[b0], 32u);
+        } else if (b != 0xffffffffu) {
+          atomicAdd(&h[b], 1u);
+        }
       }
+    } else if (live != 0u) {
+#pragma unroll
+      for (int j = 0; j < V; ++j)
+        if (live & (1u << j)) atomicAdd(&h[(key[j] >> shift) & 255u], 1u);
     }
     cluster_arrive();
     cluster_wait();  // every CTA's histogram of this pass is complete
@@ -291,6 +303,9 @@ __global__ void __launch_bounds__(kThreads, 1) topk_cluster_kernel(TopK p) {
     prefix |= s_bucket << shift;
     mask |= 255u << shift;
     need -= s_above;
+#pragma unroll
+    for (int j = 0; j < V; ++j)
+      if ((key[j] & mask) != prefix) live &= ~(1u << j);
   }
   // prefix is the k-th largest key: take every key above it and the first `need` equal to it.
   const uint32_t thr = prefix;

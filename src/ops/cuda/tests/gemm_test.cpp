@@ -10,11 +10,13 @@ TEST(CudaGemm, Fp8Gemm) {
   // truncated intermediate sums): |dot err| <= 2^-12 * Σ|a w| per block (generous bound); the
   // scale/accumulate steps are the reference's own fp32 ops. Then bf16 output: 1 ulp on top.
   struct Shape { int64_t M, N, K, ldy; };
-  // wgmma token tiles 16/32/64/128 and 2 warpgroups (M > 128), partial tiles in M, N and K, odd
-  // ldy (scalar epilogue); K = 300 is not a multiple of 16 (mma.sync fallback).
+  // wgmma token tiles 16/32/64/128 (few weight rows shrink the tile) and 2 warpgroups (M > 128,
+  // many rows), partial tiles in M, N and K, odd ldy (scalar epilogue); K = 300 is not a multiple
+  // of 16 (mma.sync fallback).
   for (Shape sh : {Shape{64, 256, 512, 256}, Shape{37, 200, 300, 210}, Shape{130, 129, 7168, 129},
                    Shape{1, 384, 1536, 384}, Shape{16, 64, 128, 64}, Shape{29, 130, 208, 131},
-                   Shape{100, 256, 2048, 264}, Shape{300, 200, 1040, 200}, Shape{5, 7, 48, 7}}) {
+                   Shape{100, 256, 2048, 264}, Shape{300, 200, 1040, 200}, Shape{5, 7, 48, 7},
+                   Shape{100, 20000, 128, 20000} /* 1 x 128 */, Shape{200, 8448, 128, 8448} /* 2 x 128 */}) {
     const int64_t nb = ceil_div(sh.K, 128), nbn = ceil_div(sh.N, 128);
     auto a = rand_fp8(size_t(sh.M * sh.K)), w = rand_fp8(size_t(sh.N * sh.K));
     std::vector<float> as(size_t(sh.M * nb)), ws(size_t(nbn * nb));
