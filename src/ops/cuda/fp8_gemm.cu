@@ -230,26 +230,25 @@ __global__ void __launch_bounds__(128 * NWG) fp8_gemm_wgmma_kernel(WgJob j) {
     if (i < nb) issue(i, i);
     cp_async_commit();
   }
-  float acc[TN / 2], d[TN / 2];
+  float acc[TN / 2], d[TN / 2];  // d: fresh per block (the first k-step overwrites it)
 #pragma unroll
-  for (int i = 0; i < TN / 2; ++i) acc[i] = 0.0f;
+  for (int i = 0; i < TN / 2; ++i) acc[i] = d[i] = 0.0f;
   const float* wsrow = Ws + ((n0 + 64 * wg) / kBlock) * nb;
   for (int64_t kb = 0; kb < nb; ++kb) {
     const int st = int(kb % kGStages);
     cp_async_wait<kGStages - 2>();
     fence_async_smem();
     __syncthreads();
-    if (kb + kGStages - 1 < nb) issue(kb + kGStages - 1, int((kb + kGStages - 1) % kGStages));
-    cp_async_commit();
     const uint8_t* a = stage(st);
     const uint64_t da = wg_desc(smem_addr(a + wg * 64 * 128));
     const uint64_t db = wg_desc(smem_addr(a + C::kA));
-#pragma unroll
-    for (int i = 0; i < TN / 2; ++i) d[i] = 0.0f;
     wg_fence();
 #pragma unroll
     for (int kk = 0; kk < 4; ++kk) wgmma_fp8<TN>(d, da + 2 * kk, db + 2 * kk, kk);
     wg_commit();
+    // Refill the stage of block kb - 1 while the tensor cores work on block kb.
+    if (kb + kGStages - 1 < nb) issue(kb + kGStages - 1, int((kb + kGStages - 1) % kGStages));
+    cp_async_commit();
     wg_wait0();
     const float* as = reinterpret_cast<const float*>(a + C::kA + C::kB);
     const float wsc = wsrow[kb];

@@ -115,6 +115,9 @@ __global__ void __launch_bounds__(kWgThreads) indexer_wgmma_kernel(IndexerLogits
     wv[2 * j + 1] = h + 1 < H ? __ldg(p.w + int64_t(t) * H + h + 1) : 0.0f;
   }
   const uint64_t dq = wg_desc(smem_addr(qs));
+  float d[32];  // fresh per tile (the first k-step overwrites it)
+#pragma unroll
+  for (int e = 0; e < 32; ++e) d[e] = 0.0f;
   float* out = p.out + int64_t(t) * N;
   for (int i = 0; i < nt; ++i) {
     const int st = i % kWgStages;
@@ -132,9 +135,6 @@ __global__ void __launch_bounds__(kWgThreads) indexer_wgmma_kernel(IndexerLogits
       }
       continue;
     }
-    float d[32];
-#pragma unroll
-    for (int e = 0; e < 32; ++e) d[e] = 0.0f;
     const uint64_t dk = wg_desc(smem_addr(ks + st * kWgTileBytes));
     wg_fence();
 #pragma unroll
