@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # On the GPU machine: root build with -DDSA_CUDA=ON into build-cuda (CPU deps from carried .debs),
-# `ctest -L cuda`, `dsa run` cuda vs cpu, kernel bench; logs to $OUT (default out/cuda).
+# `ctest -L cuda`, `dsa run` cuda vs cpu, kernel sweep (`dsa bench --device cuda --no-model`); logs
+# to $OUT (default out/cuda; at most 8 files come back from a device run, so configure + build
+# share build.log).
 #
 # The GPU image lacks the CPU build's Debian dependencies and has no network. Here (Debian 12):
 #   mkdir -p build-cudadeps/debs && cd build-cudadeps/debs && apt-get download libfmt-dev libfmt9 \
@@ -11,7 +13,9 @@
 # are rewritten to that prefix, and CMake / pkg-config / the loader are pointed at it. If the root
 # configure still fails, src/ops/cuda is configured standalone (fmt headers + googletest sources
 # from build-cudadeps/) and only the kernel tests run.
-# Env: SKIP_BENCH=1 skips the kernel bench; RUN_N (default 64) tokens for the speed runs.
+# Env: SKIP_BENCH=1 skips the kernel sweep; BENCH_ARGS: extra `dsa bench` options for it (e.g.
+# "--batches 1,128 --kernel-sweep roofline,layer"); CUDA_BENCH_ARGS: [SECTIONS] [BATCHES] for the
+# cuda_bench fallback; RUN_N (default 64) tokens for the speed runs.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 OUT=${OUT:-out/cuda}
@@ -47,18 +51,18 @@ fi
 ROOT_BUILD=1
 TESTDIR=build-cuda
 if ! cmake -S . -B build-cuda -G Ninja -DDSA_CUDA=ON -DCMAKE_BUILD_TYPE=Release "${DEPARGS[@]}" \
-      >"$OUT/configure.log" 2>&1; then
-  log "root configure failed (see configure.log): standalone src/ops/cuda, kernel tests only"
-  grep -E "CMake Error|not found|Could not" "$OUT/configure.log" | head -10 | tee -a "$OUT/summary.txt"
+      >"$OUT/build.log" 2>&1; then
+  log "root configure failed (see build.log): standalone src/ops/cuda, kernel tests only"
+  grep -E "CMake Error|not found|Could not" "$OUT/build.log" | head -10 | tee -a "$OUT/summary.txt"
   ROOT_BUILD=0
   rm -rf build-cuda
   cmake -S src/ops/cuda -B build-cuda -G Ninja -DCMAKE_BUILD_TYPE=Release \
-        -DDSA_DEPS_DIR="$PWD/build-cudadeps" >>"$OUT/configure.log" 2>&1 || { log "configure failed"; tail -30 "$OUT/configure.log"; exit 1; }
+        -DDSA_DEPS_DIR="$PWD/build-cudadeps" >>"$OUT/build.log" 2>&1 || { log "configure failed"; tail -30 "$OUT/build.log"; exit 1; }
 fi
 TARGETS="cuda_ops_test cuda_bench"
 [ $ROOT_BUILD = 1 ] && TARGETS="dsa golden_cuda_test $TARGETS"
 start=$(date +%s)
-if ! ninja -C build-cuda -j"$JOBS" $TARGETS >"$OUT/build.log" 2>&1; then
+if ! ninja -C build-cuda -j"$JOBS" $TARGETS >>"$OUT/build.log" 2>&1; then
   log "build failed"; grep -E "error|FAILED" "$OUT/build.log" | head -40 | tee -a "$OUT/summary.txt"; exit 1
 fi
 log "build ok in $(( $(date +%s) - start )) s ($TARGETS)"
@@ -74,6 +78,10 @@ if [ $ROOT_BUILD = 1 ]; then
   # Golden figures (the test prints them); run directly so that the output is kept in full.
   (cd build-cuda && timeout 300 tests/golden_cuda_test) >"$OUT/golden_cuda.log" 2>&1 || log "golden_cuda_test rc=$?"
   grep -E "top-k:|experts:|logits\.|cos diff|PASSED|FAILED" "$OUT/golden_cuda.log" | tee -a "$OUT/summary.txt"
+  # The same with the FP8 tensor cores chaining k-steps (DSA_GEMM_FAST / DSA_INDEXER_FAST): shows
+  # what their ~14-bit accumulation does to the reference comparison (appended to the same log).
+  { echo "=== DSA_GEMM_FAST=1 DSA_INDEXER_FAST=1"
+    (cd build-cuda && DSA_GEMM_FAST=1 DSA_INDEXER_FAST=1 timeout 300 tests/golden_cuda_test); } >>"$OUT/golden_cuda.log" 2>&1
   # Greedy tokens and speed, cuda vs cpu, on the tiny and demo presets.
   DSA=build-cuda/dsa
   ids=1,17,42,7,99,3,250,11,5,64,128,9,300,2,77,500
@@ -95,9 +103,22 @@ if [ $ROOT_BUILD = 1 ]; then
   rm -f "$OUT"/run_*.err "$OUT"/run_*.out  # $OUT returns at most 8 files
 fi
 
+# Kernel sweep at V3.2 dims: GPU roofline (HBM streams, mma.sync peaks, datasheet), indexer / top-k
+# / sparse MLA / attention layer at 4K-128K x batch 1-128, sparse MHA prefill, fp8 GEMM (~30 s).
+# Table to $OUT/bench.log, CSV to $OUT/bench.csv (written row by row, so a timeout keeps the rows).
 if [ "${SKIP_BENCH:-0}" != 1 ]; then
-  BENCH=$(find build-cuda -name cuda_bench -type f | head -1)
-  timeout 240 "$BENCH" "$OUT/bench.csv" ${BENCH_ARGS:-} >"$OUT/bench.log" 2>&1 || log "bench rc=$?"
+  start=$(date +%s)
+  if [ $ROOT_BUILD = 1 ] && [ -x build-cuda/dsa ]; then
+    rm -rf /tmp/dsa-kernels
+    timeout 240 build-cuda/dsa bench --device cuda --no-model -o /tmp/dsa-kernels ${BENCH_ARGS:-} \
+        >"$OUT/bench.log" 2>&1 || log "dsa bench --device cuda (kernel sweep) rc=$?"
+    cp /tmp/dsa-kernels/gpu_kernels.csv "$OUT/bench.csv" 2>/dev/null || log "kernel sweep wrote no CSV"
+  else
+    BENCH=$(find build-cuda -name cuda_bench -type f | head -1)
+    timeout 240 "$BENCH" "$OUT/bench.csv" ${CUDA_BENCH_ARGS:-} >"$OUT/bench.log" 2>&1 || log "cuda_bench rc=$?"
+  fi
+  log "kernel sweep: $(( $(date +%s) - start )) s, table in bench.log, CSV in bench.csv"
+  grep -E "^(GPU |Datasheet|  HBM |  cudaMemcpy|  mma.sync|error|.*FAILED)" "$OUT/bench.log" | tee -a "$OUT/summary.txt"
 fi
 # `dsa bench --device cuda` on the real V3.2 layer dims (DSA_BENCH=1; one dense layer, ~4.3 GB made
 # on the fly; DSA_BENCH_CONTEXTS picks the contexts). Table to $OUT/dsa_bench.txt.
@@ -105,7 +126,7 @@ if [ "${DSA_BENCH:-0}" = 1 ] && [ -x build-cuda/dsa ]; then
   M=/tmp/dsa-v32-layer1
   [ -f $M/config.json ] || build-cuda/dsa make-model --preset v32-layer --layers 1 --no-mtp --shards 4 -o $M \
       >"$OUT/dsa_bench.txt" 2>&1
-  timeout 400 build-cuda/dsa bench -m $M --device cuda --contexts "${DSA_BENCH_CONTEXTS:-4K,32K,128K}" \
+  timeout 400 build-cuda/dsa bench -m $M --device cuda --no-kernels --contexts "${DSA_BENCH_CONTEXTS:-4K,32K,128K}" \
       --prefill-chunk 0 --steps 5 --warmup 2 -o /tmp/dsa-bench >>"$OUT/dsa_bench.txt" 2>&1 || log "dsa bench rc=$?"
   log "dsa bench --device cuda: $OUT/dsa_bench.txt"
 fi

@@ -63,6 +63,43 @@ TEST(Model, ChunkedPrefillWithoutDecodeStepIsBitIdentical) {
     }
 }
 
+// Absorbed prefill runs each prompt row through decode's attention path, so a prompt prefilled
+// that way (in chunks, too) must give exactly the logits of feeding its tokens one at a time
+// (every op is row-independent). 90 tokens > index_topk (32): the selection is sparse.
+TEST(Model, AbsorbedPrefillEqualsTokenByTokenDecode) {
+  auto m = tiny();
+  const int n = 90;
+  const auto p = prompt(n, int(m->config().vocab_size), 11);
+  const int64_t V = m->config().vocab_size;
+  ForwardOptions fo;
+  fo.all_logits = true;
+  fo.absorbed_prefill = true;
+  auto st1 = m->new_sequence();
+  std::vector<float> chunked;
+  for (int s = 0; s < n; s += 40) {
+    std::vector<int32_t> piece(p.begin() + s, p.begin() + std::min(n, s + 40));
+    auto l = m->forward(st1, piece, fo);
+    ASSERT_EQ(l.size(), piece.size() * size_t(V));
+    chunked.insert(chunked.end(), l.begin(), l.end());
+  }
+  EXPECT_EQ(st1.len, n);
+  auto st2 = m->new_sequence();
+  std::vector<float> stepwise;
+  for (int s = 0; s < n; ++s) {
+    auto l = m->forward(st2, {p[s]});
+    stepwise.insert(stepwise.end(), l.begin(), l.end());
+  }
+  ASSERT_EQ(chunked.size(), stepwise.size());
+  EXPECT_EQ(0, std::memcmp(chunked.data(), stepwise.data(), stepwise.size() * sizeof(float)));
+  // Only the last row's logits without all_logits, as for the MHA prefill.
+  auto st3 = m->new_sequence();
+  ForwardOptions last;
+  last.absorbed_prefill = true;
+  const auto l3 = m->forward(st3, p, last);
+  ASSERT_EQ(l3.size(), size_t(V));
+  EXPECT_EQ(0, std::memcmp(l3.data(), stepwise.data() + (n - 1) * V, size_t(V) * sizeof(float)));
+}
+
 // Decode after prefill vs prefill of everything, with the one-piece run's decisions replayed.
 // The MHA path (k/v from the FP8 wkv_b GEMM, bf16 q·k over 192 dims) and the absorbed path
 // (bf16 q_nope·W_UK, bf16 scores over 512+64 dims, bf16 o_lat·W_UV) round at different points.

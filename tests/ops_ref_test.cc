@@ -73,7 +73,8 @@ TEST(OpsRef, TableIsComplete) {
   EXPECT_STREQ(R.name, "ref");
   EXPECT_TRUE(R.act_quant && R.fp8_gemm && R.linear_f32 && R.rms_norm && R.layer_norm && R.rope &&
               R.hadamard && R.indexer_logits && R.topk && R.sparse_mha_prefill &&
-              R.sparse_mla_decode && R.head_matmul && R.moe_gate && R.silu_mul);
+              R.sparse_mla_decode && R.head_matmul && R.moe_gate && R.silu_mul && R.grouped_fp8_gemm &&
+              R.moe_route && R.moe_combine);
 }
 
 TEST(OpsRef, RejectsBadParameters) {

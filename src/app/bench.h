@@ -9,7 +9,14 @@
 #include "model/model.h"
 #include "ops/ops.h"
 
+namespace CLI {
+class App;
+}
+
 namespace dsa::app::bench {
+
+// "4096", "4K", "128K", "1M" -> tokens (cmd_bench.cc); throws dsa::Error on anything else.
+int64_t parse_ctx(const std::string& s);
 
 // ---- Roofline of this machine (bench_roofline.cc).
 struct Roofline {
@@ -24,7 +31,8 @@ Roofline measure_roofline(int threads, double seconds);
 // ---- Timing proxy (bench_proxy.cc). Static globals: one proxy per process.
 enum Op : int {
   kActQuant, kFp8Gemm, kLinearF32, kRmsNorm, kLayerNorm, kRope, kHadamard, kIndexerLogits, kTopK,
-  kSparseMhaPrefill, kSparseMlaDecode, kHeadMatmul, kMoeGate, kSiluMul, kNumOps
+  kSparseMhaPrefill, kSparseMlaDecode, kHeadMatmul, kMoeGate, kSiluMul, kGroupedFp8Gemm, kMoeRoute, kMoeCombine,
+  kNumOps
 };
 const char* op_name(int op);
 struct OpStat {
@@ -51,5 +59,20 @@ LayerTimes split_layers(const std::vector<double>& marks, int64_t layers);
 // valid rows straight into every layer's pools: FP8 latents (no NaN codes) with power-of-two
 // scales and bf16 RoPE parts; indexer keys FP8 with power-of-two scales. Sets st.len = ctx.
 void fill_synthetic(SequenceState& st, const ModelConfig& c, int64_t ctx, uint64_t seed);
+
+// ---- GPU kernel sweep on device backends (bench_device.cc; the sweep exists in CUDA builds):
+// the GPU's roofline, kernel rates at V3.2 dims and one attention layer at contexts x batches
+// (ops/cuda/kernel_bench.h). Tables to stdout, CSV to <out_dir>/gpu_kernels.csv.
+struct DeviceKernelArgs {
+  bool enabled = true;
+  std::vector<int64_t> batches = {1, 8, 64, 128};
+  std::vector<std::string> contexts = {"4K", "16K", "64K", "128K"};
+  std::vector<std::string> sections;  // empty = all
+  int reps = 20;
+};
+void add_device_kernel_options(CLI::App& cmd, DeviceKernelArgs& a);
+// Runs the sweep when a.enabled and `backend` is a device backend; returns the number of failed
+// sections (0 when nothing ran).
+int run_device_kernels(const DeviceKernelArgs& a, const ops::OpTable& backend, const std::string& out_dir);
 
 }  // namespace dsa::app::bench

@@ -81,6 +81,21 @@ Cost cost(const ops::HeadMatmul& p) {
 }
 Cost cost(const ops::MoeGate& p) { return {4.0 * p.T * p.E * 2, 4.0 * p.T * p.E}; }
 Cost cost(const ops::SiluMul& p) { return {6.0 * p.M * p.N, 4.0 * p.M * p.N}; }
+// Weights of the groups with rows only (read once each); on a device backend the offsets are not
+// read back: min(G, R) groups count (exact in decode, where every choice is a distinct expert).
+Cost cost(const ops::GroupedFp8Gemm& p) {
+  int64_t busy = std::min(p.G, p.R);
+  if (!g_inner->mem.device) {
+    busy = 0;
+    for (int64_t g = 0; g < p.G; ++g) busy += p.offsets[g + 1] > p.offsets[g];
+  }
+  const double w = double(p.N) * p.K + 4.0 * ops::ceil_div(p.N, 128) * ops::ceil_div(p.K, 128);
+  return {busy * w + double(p.R) * p.K + 2.0 * p.R * p.N, 2.0 * p.R * p.N * p.K};
+}
+Cost cost(const ops::MoeRoute& p) { return {20.0 * p.S * p.k + 4.0 * (p.E + 1), 0}; }
+Cost cost(const ops::MoeCombine& p) {
+  return {double(p.S) * p.k * (2.0 * p.H + 8) + 8.0 * p.S * p.H, 2.0 * p.S * p.k * p.H};
+}
 
 // Device backends queue work asynchronously: synchronise around each op so its time is its own
 // (a no-op on host backends).
@@ -106,6 +121,9 @@ DSA_BENCH_WRAP(sparse_mla_decode, SparseMlaDecode, kSparseMlaDecode)
 DSA_BENCH_WRAP(head_matmul, HeadMatmul, kHeadMatmul)
 DSA_BENCH_WRAP(moe_gate, MoeGate, kMoeGate)
 DSA_BENCH_WRAP(silu_mul, SiluMul, kSiluMul)
+DSA_BENCH_WRAP(grouped_fp8_gemm, GroupedFp8Gemm, kGroupedFp8Gemm)
+DSA_BENCH_WRAP(moe_route, MoeRoute, kMoeRoute)
+DSA_BENCH_WRAP(moe_combine, MoeCombine, kMoeCombine)
 #undef DSA_BENCH_WRAP
 
 void w_rms_norm(const ops::RmsNorm& p) {
@@ -126,7 +144,8 @@ const char* op_name(int op) {
   static const char* names[kNumOps] = {"act_quant",  "fp8_gemm",     "linear_f32",         "rms_norm",
                                        "layer_norm", "rope",         "hadamard",           "indexer_logits",
                                        "topk",       "sparse_mha_prefill", "sparse_mla_decode", "head_matmul",
-                                       "moe_gate",   "silu_mul"};
+                                       "moe_gate",   "silu_mul",     "grouped_fp8_gemm",   "moe_route",
+                                       "moe_combine"};
   return names[op];
 }
 
@@ -152,6 +171,9 @@ const ops::OpTable& timing_proxy(const ops::OpTable& inner, int64_t hidden) {
   table.head_matmul = &w_head_matmul;
   table.moe_gate = &w_moe_gate;
   table.silu_mul = &w_silu_mul;
+  table.grouped_fp8_gemm = &w_grouped_fp8_gemm;
+  table.moe_route = &w_moe_route;
+  table.moe_combine = &w_moe_combine;
   return table;
 }
 

@@ -32,9 +32,13 @@ struct BenchArgs {
   bool no_dense = false;
   double roofline_s = 4;
   uint64_t seed = 7;
+  bool no_model = false;     // only the GPU kernel sweep (device backends)
+  DeviceKernelArgs kernels;  // the GPU kernel sweep (bench_device.cc)
 };
 
-int64_t parse_ctx(const std::string& s) {
+}  // namespace
+
+int64_t bench::parse_ctx(const std::string& s) {
   DSA_CHECK(!s.empty(), "empty context length");
   int64_t mult = 1;
   std::string num = s;
@@ -51,6 +55,8 @@ int64_t parse_ctx(const std::string& s) {
   DSA_CHECK(used == num.size() && v > 0, "bad context length \"{}\" (use e.g. 4096, 4K, 128K)", s);
   return v * mult;
 }
+
+namespace {
 
 std::string ctx_label(int64_t c) { return c % 1024 == 0 ? fmt::format("{}K", c / 1024) : fmt::format("{}", c); }
 
@@ -110,6 +116,19 @@ std::vector<int32_t> random_tokens(int64_t n, int64_t vocab, std::mt19937_64& rn
 void run_bench(const BenchArgs& a) {
   namespace fs = std::filesystem;
   auto log = [](const std::string& s) { fmt::print(stderr, "[bench] {}\n", s); };
+  const ops::OpTable& inner = a.backend.empty() ? ops::default_backend() : ops::backend_by_name(a.backend);
+  DSA_CHECK(!a.no_model || (a.kernels.enabled && inner.mem.device),
+            "nothing to run: --no-model leaves only the kernel sweep, which needs a device backend (--device cuda)");
+  fs::create_directories(a.out_dir);
+  const int kernel_errors = run_device_kernels(a.kernels, inner, a.out_dir);
+  auto check_kernels = [&] {
+    DSA_CHECK(kernel_errors == 0, "GPU kernel sweep: {} section(s) failed (error rows in {}/gpu_kernels.csv)",
+              kernel_errors, a.out_dir);
+  };
+  if (a.no_model) {
+    check_kernels();
+    return;
+  }
   if (a.threads > 0) set_global_threads(a.threads);
   const int threads = a.threads > 0 ? a.threads : default_thread_count();
   if (!fs::is_directory(a.model)) {
@@ -127,7 +146,6 @@ void run_bench(const BenchArgs& a) {
   for (auto& s : a.contexts) ctxs.push_back(parse_ctx(s));
   for (auto& s : a.prefill_contexts) pctxs.push_back(parse_ctx(s));
   for (auto& s : a.prefill_full) fctxs.push_back(parse_ctx(s));
-  fs::create_directories(a.out_dir);
 
   log(fmt::format("roofline: STREAM triad + FMA peak on {} threads (~{:.0f} s)", threads, a.roofline_s));
   const Roofline roof = measure_roofline(threads, a.roofline_s);
@@ -135,7 +153,6 @@ void run_bench(const BenchArgs& a) {
              roof.triad_gbs, roof.isa, roof.fma_f32_gflops,
              roof.dp_bf16_gflops > 0 ? fmt::format("{:.1f} GFLOP/s", roof.dp_bf16_gflops) : std::string("n/a"));
 
-  const ops::OpTable& inner = a.backend.empty() ? ops::default_backend() : ops::backend_by_name(a.backend);
   const ModelConfig cfg0 = ModelConfig::load(a.model + "/config.json");
   const ops::OpTable& timed = timing_proxy(inner, cfg0.hidden_size);
   auto model = Model::load(a.model, timed, log);
@@ -310,8 +327,8 @@ void run_bench(const BenchArgs& a) {
     }
   if (inner.mem.device)
     fmt::print("\nNote: backend {} runs on a device; the roofline above is this host CPU's, so the % columns and\n"
-               "the kernel targets below do not apply (device kernels vs the GPU's measured bandwidth: the\n"
-               "cuda_bench of src/ops/cuda). Each op is synchronised for timing, which adds launch latency.\n",
+               "the kernel targets below do not apply (device kernels vs the GPU's own roofline: the kernel\n"
+               "sweep of this command, gpu_kernels.csv). Each op is synchronised for timing (launch latency).\n",
                inner.name);
   fmt::print("\nHot kernels in decode vs roofline (triad {:.1f} GB/s, fp32 FMA {:.1f} GFLOP/s; % = max(bytes/BW, "
              "FLOPs/peak) / time)\n",
@@ -353,6 +370,7 @@ void run_bench(const BenchArgs& a) {
                       1e3 / s->step_ms, ctx_label(big));
   }
   fmt::print("\nwrote {}/roofline.csv, decode.csv, prefill.csv, kernels.csv\n", a.out_dir);
+  check_kernels();
 }
 
 }  // namespace
@@ -377,6 +395,8 @@ void add_bench_command(CLI::App& app) {
   cmd->add_option("--roofline-seconds", a->roofline_s, "Time spent measuring the roofline");
   cmd->add_option("-o,--out-dir", a->out_dir, "Where the CSVs go");
   cmd->add_option("--seed", a->seed, "Seed of the synthetic caches and tokens");
+  cmd->add_flag("--no-model", a->no_model, "Skip the whole-model part (with --device cuda: the kernel sweep alone)");
+  add_device_kernel_options(*cmd, a->kernels);
   cmd->callback([a] { run_bench(*a); });
 }
 

@@ -39,7 +39,7 @@ struct RunArgs {
   int64_t n = 32, chunk = 0;
   SamplingParams sampling;
   bool reference = false, ignore_eos = false;
-  std::string backend;
+  std::string backend, prefill_attention = "mha";
 };
 
 }  // namespace
@@ -61,6 +61,10 @@ void add_run_command(CLI::App& app) {
   cmd->add_option("--top-p", a->sampling.top_p, "Nucleus sampling mass (1 = off)");
   cmd->add_option("--seed", a->sampling.seed, "Sampling seed");
   cmd->add_option("--prefill-chunk", a->chunk, "Prefill the prompt in chunks of this many tokens (0 = one piece)");
+  cmd->add_option("--prefill-attention", a->prefill_attention,
+                  "Prefill attention: mha (the reference's path, default) or absorbed (decode's MQA path, "
+                  "as production kernels do; other rounding)")
+      ->check(CLI::IsMember({"mha", "absorbed"}));
   cmd->add_option("--dump", a->dump_regex, "Write intermediates whose names match this regex (e.g. '^l0\\.')");
   cmd->add_option("--dump-file", a->dump_file, "Where --dump writes (safetensors)");
   cmd->add_flag("--reference", a->reference, "Use the scalar reference ops for everything (= --backend ref)");
@@ -88,6 +92,7 @@ void add_run_command(CLI::App& app) {
     GenerateOptions go;
     go.max_new_tokens = a->n;
     go.prefill_chunk = a->chunk;
+    go.absorbed_prefill = a->prefill_attention == "absorbed";
     go.sampling = a->sampling;
     if (!a->ignore_eos) go.stop_ids = {int32_t(model->config().eos_token_id)};
     std::unique_ptr<Dump> dump;

@@ -5,11 +5,13 @@
 
 namespace dsa {
 
-// The token rows of one forward call: either S tokens of one sequence (prefill, mha = true when
-// S > 1) or one token of each of S sequences (batched decode).
+// The token rows of one forward call: either S tokens of one sequence (prefill; mha = true when
+// S > 1 unless ForwardOptions::absorbed_prefill) or one token of each of S sequences (batched
+// decode).
 struct Model::Rows {
   std::vector<SequenceState*> seqs;    // [S]
   std::vector<int32_t> pos;            // [S] absolute position of each row
+  bool single = false;                 // S tokens of seqs[0] (prefill), else one per sequence
   bool mha = false;                    // MHA prefill path (S > 1 tokens of seqs[0])
   KvCache* kv = nullptr;
   int64_t maxb = 0;                    // block-table width
@@ -42,6 +44,9 @@ void copy_slice(Backend& be, const void* src, int64_t src_stride, void* dst, int
 Tensor run_attention(const LayerContext& ctx, const LayerWeights& w, int64_t layer, const Tensor& xn);
 // Feed-forward part (model/moe.cc): dense MLP or MoE, returns [S, H].
 Tensor run_ffn(const LayerContext& ctx, const LayerWeights& w, int64_t layer, const Tensor& xn);
+// Fills w.expert_w / w.expert_s of an MoE layer (model/moe.cc); once per load, after the
+// weights have their final (backend) addresses.
+void build_expert_tables(Backend& be, LayerWeights& w);
 
 // Dump helpers: add a backend tensor [S, ...] under "l{layer}.{name}" if the dump wants it.
 void dump_bf16(const LayerContext& ctx, int64_t layer, const char* name, const bf16* data, const Shape& row_shape);

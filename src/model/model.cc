@@ -83,6 +83,7 @@ std::unique_ptr<Model> Model::load(const std::string& dir, const ops::OpTable& o
     for_each_tensor(m->w_, [&](Tensor& t) { t = m->be_->mirror(t); });
     log(fmt::format("uploaded {:.1f} MB of weights to the {} backend", m->weight_bytes_ / 1e6, ops.name));
   }
+  for (LayerWeights& l : m->w_.layers) build_expert_tables(*m->be_, l);
   return m;
 }
 
@@ -119,7 +120,8 @@ std::vector<float> Model::forward(SequenceState& st, const std::vector<int32_t>&
   Rows rows;
   rows.seqs.assign(size_t(S), &st);
   for (int64_t s = 0; s < S; ++s) rows.pos.push_back(int32_t(st.len + s));
-  rows.mha = S > 1;
+  rows.single = true;
+  rows.mha = S > 1 && !opt.absorbed_prefill;
   return run(rows, tokens, opt);
 }
 
@@ -147,7 +149,7 @@ std::vector<float> Model::run(Rows& rows, const std::vector<int32_t>& tokens, co
             cfg_.max_position_embeddings);
   if (opt.replay) DSA_CHECK(int64_t(opt.replay->layers.size()) == cfg_.num_hidden_layers, "replay: wrong layer count");
   // Pages for the new tokens (throws "KV cache full" before anything is written).
-  if (rows.mha || S == 1) {
+  if (rows.single || S == 1) {
     rows.seqs[0]->reserve(S);
   } else {
     for (auto* q : rows.seqs) q->reserve(1);
@@ -183,7 +185,7 @@ std::vector<float> Model::run(Rows& rows, const std::vector<int32_t>& tokens, co
   for (int64_t i = 0; i < cfg_.num_hidden_layers; ++i) run_layer(ctx, w_.layers[i], i, h, residual);
 
   // Final norm (fused add) and fp32 LM head.
-  const int64_t nrows = (opt.all_logits || !rows.mha) ? S : 1, first = S - nrows;
+  const int64_t nrows = (opt.all_logits || !rows.single) ? S : 1, first = S - nrows;
   Tensor hn = be.alloc(DType::BF16, {S, H});
   ops.rms_norm({h.ptr<bf16>(), residual.ptr<bf16>(), w_.final_norm.ptr<float>(), hn.ptr<bf16>(), S, H,
                 float(cfg_.rms_norm_eps)});
@@ -193,7 +195,7 @@ std::vector<float> Model::run(Rows& rows, const std::vector<int32_t>& tokens, co
   ops.linear_f32({x32.ptr<float>(), w_.lm_head.ptr<bf16>(), lg.ptr<float>(), nrows, V, H});
   std::vector<float> logits = be.to_host<float>(lg);
   if (opt.dump && opt.dump->wants("logits")) opt.dump->add("logits", {V}, logits.data(), nrows);
-  if (rows.mha || S == 1) rows.seqs[0]->len += S;
+  if (rows.single || S == 1) rows.seqs[0]->len += S;
   else for (auto* q : rows.seqs) q->len += 1;
   return logits;
 }

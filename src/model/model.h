@@ -51,6 +51,11 @@ struct ForwardOptions {
   Decisions* record = nullptr;       // receives our own decisions
   Dump* dump = nullptr;
   bool dense = false;                // dense MLA over every causal key (indexer bypassed; for comparison)
+  // Prefill chunks through the absorbed (MQA) attention of decode (spec §6.2 per query row)
+  // instead of the reference's MHA path (§6.1): what production kernels (FlashMLA sparse prefill)
+  // do. Mathematically equal, other rounding: a prompt prefilled this way gives the same logits,
+  // bit for bit, as feeding its tokens one at a time.
+  bool absorbed_prefill = false;
 };
 
 class Model {

@@ -36,6 +36,10 @@ struct LayerWeights {
   Tensor gate_w;            // BF16 [E, H]
   Tensor gate_bias;         // F32 [E]
   std::vector<Mlp> experts; // [E]
+  // grouped_fp8_gemm tables of the experts' gate/up/down (index 0/1/2): I64 [E] holding backend
+  // pointers to each expert's w / s, in backend memory. Built once the weights are on the backend
+  // (build_expert_tables, model/layer.h); not visited by for_each_tensor (nothing to mirror).
+  Tensor expert_w[3], expert_s[3];
   bool has_shared = false;
   Mlp shared;
 };

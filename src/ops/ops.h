@@ -193,6 +193,34 @@ struct MoeGate {
   float route_scale;
 };
 
+// MoE routing table (spec §8.3): a stable counting sort of the S*k choices by expert, so the
+// routed experts run as grouped GEMMs without the host. Group e (expert e) owns grouped rows
+// [offsets[e], offsets[e+1]); inside a group, rows follow token order (then j). rows[r] is the
+// token of grouped row r, row_w[r] its gate weight; pos[s, j] is the grouped row of token s's
+// j-th choice. Ids must lie in [0, E): host backends throw; the CUDA kernel (which cannot) gives
+// an out-of-range choice pos = -1 and no row, so offsets[E] < S*k then.
+struct MoeRoute {
+  const int32_t* experts;  // [S, k] (moe_gate's order: ascending per token, any order accepted)
+  const float* weights;    // [S, k]
+  int32_t* offsets;        // [E + 1]
+  int32_t* rows;           // [S * k]
+  float* row_w;            // [S * k]
+  int32_t* pos;            // [S, k]
+  int64_t S, k, E;
+};
+
+// Routed-expert combine (spec §8.3): acc[s, :] += fp32(y[p, :]) * w[p] for p = pos[s, j] taken
+// in ascending p, i.e. ascending expert id (groups are in expert order); fp32 multiply, then
+// fp32 add (no FMA). Bit-identical to one scale_add per expert in ascending expert order.
+// pos < 0 = no choice (skipped).
+struct MoeCombine {
+  float* acc;          // [S, H] in/out
+  const bf16* y;       // [R, H] expert outputs in grouped order
+  const int32_t* pos;  // [S, k]
+  const float* w;      // [R] weight of each grouped row (MoeRoute::row_w)
+  int64_t S, k, H;
+};
+
 // SwiGLU combine: h = bf16(silu(fp32(g)) * fp32(u)) elementwise.
 struct SiluMul {
   const bf16* g;  // [M, N]
@@ -208,7 +236,9 @@ struct Memory {
   bool device;                          // false: pointers are host memory the caller may touch
   void* (*alloc)(size_t bytes);         // 256-byte aligned; throws dsa::Error when out of memory
   void (*free)(void* p);
-  void (*copy)(void* dst, const void* src, size_t bytes, CopyKind kind);  // D2H completes before return
+  // D2H completes before return; H2D may complete later (ordered before later ops), but the
+  // source may be freed or reused as soon as copy returns.
+  void (*copy)(void* dst, const void* src, size_t bytes, CopyKind kind);
   void (*fill)(void* dst, uint8_t byte, size_t bytes);
   void (*sync)();                       // waits for all queued work
 };
@@ -266,6 +296,7 @@ struct OpTable {
   Memory mem;
   void (*act_quant)(const ActQuant&);
   void (*fp8_gemm)(const Fp8Gemm&);
+  void (*grouped_fp8_gemm)(const GroupedFp8Gemm&);
   void (*linear_f32)(const LinearF32&);
   void (*rms_norm)(const RmsNorm&);
   void (*layer_norm)(const LayerNorm&);
@@ -278,6 +309,8 @@ struct OpTable {
   void (*head_matmul)(const HeadMatmul&);
   void (*moe_gate)(const MoeGate&);
   void (*silu_mul)(const SiluMul&);
+  void (*moe_route)(const MoeRoute&);
+  void (*moe_combine)(const MoeCombine&);
   void (*copy_rows)(const CopyRows&);
   void (*convert)(const Convert&);
   void (*indexer_weights)(const IndexerWeights&);

@@ -20,6 +20,7 @@ std::vector<int32_t> Session::generate(const std::vector<int32_t>& prompt, const
   using clock = std::chrono::steady_clock;
   ForwardOptions fo;
   fo.dump = opt.dump;
+  fo.absorbed_prefill = opt.absorbed_prefill;
   auto t0 = clock::now();
   const size_t chunk = opt.prefill_chunk > 0 ? size_t(opt.prefill_chunk) : prompt.size();
   std::vector<float> logits;

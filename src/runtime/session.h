@@ -13,6 +13,7 @@ namespace dsa {
 struct GenerateOptions {
   int64_t max_new_tokens = 32;
   int64_t prefill_chunk = 0;       // 0 = whole prompt in one piece
+  bool absorbed_prefill = false;   // ForwardOptions::absorbed_prefill
   SamplingParams sampling;
   std::vector<int32_t> stop_ids;   // generation ends after emitting one of these
   Dump* dump = nullptr;

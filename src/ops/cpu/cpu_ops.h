@@ -7,6 +7,7 @@ namespace dsa::ops::cpu {
 
 void act_quant(const ActQuant& p);
 void fp8_gemm(const Fp8Gemm& p);
+void grouped_fp8_gemm(const GroupedFp8Gemm& p);
 void linear_f32(const LinearF32& p);
 void rms_norm(const RmsNorm& p);
 void layer_norm(const LayerNorm& p);
@@ -19,5 +20,6 @@ void sparse_mla_decode(const SparseMlaDecode& p);
 void head_matmul(const HeadMatmul& p);
 void moe_gate(const MoeGate& p);
 void silu_mul(const SiluMul& p);
+void moe_combine(const MoeCombine& p);
 
 }  // namespace dsa::ops::cpu

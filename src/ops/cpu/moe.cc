@@ -1,5 +1,7 @@
 // CPU MoE gate (spec §8.2): the reference's selection with partial sorts (value desc, index asc,
 // which is what its stable sorts choose) instead of full sorts, tokens split over the pool.
+// Grouped expert GEMM (one fast fp8_gemm per expert, as the per-expert loop did) and the
+// combine (the reference's, tokens split over the pool).
 #include <algorithm>
 #include <cmath>
 #include <limits>
@@ -9,6 +11,7 @@
 #include "base/error.h"
 #include "base/thread_pool.h"
 #include "ops/cpu/cpu_ops.h"
+#include "ops/ref/ref_util.h"  // grouped GEMM by group, combine rows
 
 #if defined(__GNUC__) && !defined(__clang__)
 #pragma GCC optimize("fp-contract=off")  // same rounding as ops/ref (exact equality)
@@ -77,6 +80,21 @@ void moe_gate(const MoeGate& p) {
         p.weights[t * p.topk + j] = w * p.route_scale;
       }
     }
+  });
+}
+
+void grouped_fp8_gemm(const GroupedFp8Gemm& p) {
+  // Same M per call as the old per-expert loop, so the same fp8_gemm path (GEMV below 16 rows)
+  // and bit-identical outputs.
+  ref::grouped_fp8_gemm_by_group(p, &fp8_gemm);
+}
+
+void moe_combine(const MoeCombine& p) {
+  DSA_CHECK(p.S >= 0 && p.k > 0 && p.H > 0, "moe_combine: bad dims S={} k={} H={}", p.S, p.k, p.H);
+  DSA_CHECK(p.acc && p.y && p.pos && p.w, "moe_combine: null pointer");
+  // Tokens are independent: each chunk is the reference on its rows (same rounding).
+  parallel_for(p.S, [&](int64_t s0, int64_t s1) {
+    ref::moe_combine({p.acc + s0 * p.H, p.y, p.pos + s0 * p.k, p.w, s1 - s0, p.k, p.H});
   });
 }
 

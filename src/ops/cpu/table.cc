@@ -10,6 +10,7 @@ const OpTable& cpu_ops() {
       host_memory(),
       &cpu::act_quant,
       &cpu::fp8_gemm,
+      &cpu::grouped_fp8_gemm,
       &cpu::linear_f32,
       &cpu::rms_norm,
       &cpu::layer_norm,
@@ -22,6 +23,8 @@ const OpTable& cpu_ops() {
       &cpu::head_matmul,
       &cpu::moe_gate,
       &cpu::silu_mul,
+      &ref::moe_route,  // O(S*k) bookkeeping: the reference is fast enough
+      &cpu::moe_combine,
       &ref::copy_rows,
       &ref::convert,
       &ref::indexer_weights,

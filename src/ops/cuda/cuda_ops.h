@@ -46,6 +46,10 @@ void sparse_mha_prefill(const SparseMhaPrefill& p, cudaStream_t stream);
 void sparse_mla_decode(const SparseMlaDecode& p, cudaStream_t stream);
 void head_matmul(const HeadMatmul& p, cudaStream_t stream);
 void moe_gate(const MoeGate& p, cudaStream_t stream);
+// Routing table in one single-block launch (stable counting sort, deterministic); out-of-range
+// expert ids get pos = -1 and no row. Combine: one block per token, fp32 mul then add (no FMA).
+void moe_route(const MoeRoute& p, cudaStream_t stream);
+void moe_combine(const MoeCombine& p, cudaStream_t stream);
 void silu_mul(const SiluMul& p, cudaStream_t stream);
 
 // Data movement (movement.cu), semantics as in ops/ops.h.

@@ -5,6 +5,7 @@
 // coalesced bf16 epilogue through shared memory. Fallback (K % 16 != 0, unaligned pointers):
 // mma.sync m16n8k32 kernel.
 #include <algorithm>
+#include <cstdlib>
 
 #include "ops/cuda/common.cuh"
 #include "ops/cuda/wgmma.cuh"
@@ -125,7 +126,17 @@ struct WgJob {
   const float* w_s;
   bf16* y;
   int64_t G, M, N, K, ldy;
+  bool fast;  // chain the 4 k-steps of a block in the tensor core (less precise, see the kernel)
 };
+
+// DSA_GEMM_FAST=1: tensor-core accumulation over each 128-block (benchmarks, comparisons).
+bool gemm_fast() {
+  static const bool f = [] {
+    const char* e = std::getenv("DSA_GEMM_FAST");
+    return e && e[0] == '1';
+  }();
+  return f;
+}
 
 // Grouped launch: blockIdx.y enumerates the (group, token tile) pairs in group order. Finds this
 // CTA's group g and first output row; false when blockIdx.y is past the last tile.
@@ -230,9 +241,9 @@ __global__ void __launch_bounds__(128 * NWG) fp8_gemm_wgmma_kernel(WgJob j) {
     if (i < nb) issue(i, i);
     cp_async_commit();
   }
-  float acc[TN / 2], d[TN / 2];  // d: fresh per block (the first k-step overwrites it)
+  float acc[TN / 2], d[TN / 2], e[TN / 2];  // d, e: fresh per k-step (overwritten by the MMA)
 #pragma unroll
-  for (int i = 0; i < TN / 2; ++i) acc[i] = d[i] = 0.0f;
+  for (int i = 0; i < TN / 2; ++i) acc[i] = d[i] = e[i] = 0.0f;
   const float* wsrow = Ws + ((n0 + 64 * wg) / kBlock) * nb;
   for (int64_t kb = 0; kb < nb; ++kb) {
     const int st = int(kb % kGStages);
@@ -242,14 +253,35 @@ __global__ void __launch_bounds__(128 * NWG) fp8_gemm_wgmma_kernel(WgJob j) {
     const uint8_t* a = stage(st);
     const uint64_t da = wg_desc(smem_addr(a + wg * 64 * 128));
     const uint64_t db = wg_desc(smem_addr(a + C::kA));
+    // Hopper's FP8 tensor cores keep only ~14 bits when they add a k-step into a running
+    // accumulator (DeepSeek-V3 report; measured: the golden test's layer-0 GEMM outputs moved by
+    // 3-4 bf16 ulps). So by default every 32-wide k-step starts a fresh accumulator and the four
+    // partial dots are added in fp32 (d0 + d1) + d2 + d3; j.fast keeps the 4-step chain.
     wg_fence();
+    if (j.fast) {
 #pragma unroll
-    for (int kk = 0; kk < 4; ++kk) wgmma_fp8<TN>(d, da + 2 * kk, db + 2 * kk, kk);
+      for (int kk = 0; kk < 4; ++kk) wgmma_fp8<TN>(d, da + 2 * kk, db + 2 * kk, kk);
+    } else {
+      wgmma_fp8<TN>(d, da, db, 0);
+      wgmma_fp8<TN>(e, da + 2, db + 2, 0);
+    }
     wg_commit();
     // Refill the stage of block kb - 1 while the tensor cores work on block kb.
     if (kb + kGStages - 1 < nb) issue(kb + kGStages - 1, int((kb + kGStages - 1) % kGStages));
     cp_async_commit();
     wg_wait0();
+    if (!j.fast) {
+#pragma unroll
+      for (int kk = 2; kk <= 4; ++kk) {
+#pragma unroll
+        for (int i = 0; i < TN / 2; ++i) d[i] = __fadd_rn(d[i], e[i]);
+        if (kk == 4) break;
+        wg_fence();
+        wgmma_fp8<TN>(e, da + 2 * kk, db + 2 * kk, 0);
+        wg_commit();
+        wg_wait0();
+      }
+    }
     const float* as = reinterpret_cast<const float*>(a + C::kA + C::kB);
     const float wsc = wsrow[kb];
 #pragma unroll
@@ -326,7 +358,7 @@ void fp8_gemm(const Fp8Gemm& p, cudaStream_t stream) {
     // L2 instead of leaving SMs idle); two warpgroups (128 weight rows) for M > 128.
     int64_t tn = tile_for(p.M);
     while (tn > 16 && ceil_div(p.N, 64) * ceil_div(p.M, tn) < 264) tn /= 2;
-    const WgJob j{p.a, p.a_s, nullptr, nullptr, nullptr, nullptr, p.w, p.w_s, p.y, 1, p.M, p.N, p.K, p.ldy};
+    const WgJob j{p.a, p.a_s, nullptr, nullptr, nullptr, nullptr, p.w, p.w_s, p.y, 1, p.M, p.N, p.K, p.ldy, gemm_fast()};
     // (One-warpgroup CTAs for large M too, 2 per SM, measured slower: 278-286 vs 338-360 TFLOPS.)
     launch_tile(j, tn, p.M > 128, ceil_div(p.M, tn), stream);
     return;
@@ -351,7 +383,7 @@ void grouped_fp8_gemm(const GroupedFp8Gemm& p, cudaStream_t stream) {
   // adds at most one partial tile, so ceil(R / tn) + min(G, R) bounds the tile count.
   const int64_t busy = std::min(p.G, p.R), mean = ceil_div(p.R, busy);
   const int64_t tn = tile_for(mean);
-  const WgJob j{p.a, p.a_s, p.rows, p.offsets, p.w, p.w_s, nullptr, nullptr, p.y, p.G, p.R, p.N, p.K, p.ldy};
+  const WgJob j{p.a, p.a_s, p.rows, p.offsets, p.w, p.w_s, nullptr, nullptr, p.y, p.G, p.R, p.N, p.K, p.ldy, gemm_fast()};
   launch_tile(j, tn, mean > 128, ceil_div(p.R, tn) + busy, stream);
 }
 

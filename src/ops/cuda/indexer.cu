@@ -4,6 +4,7 @@
 // 389 vs 214 us at 32 x 128K on the H200.)
 #include <algorithm>
 #include <cmath>
+#include <cstdlib>
 
 #include "ops/cuda/common.cuh"
 #include "ops/cuda/wgmma.cuh"
@@ -28,7 +29,7 @@ constexpr size_t kWgSmem = 1024 /*align slack*/ + size_t(kWgHeads) * 128 +
 
 // Block (one warpgroup) = query row t, tiles [blockIdx.x * tpb, +tpb) of 64 keys; keys at or past
 // end[t] are never read (their logits are -inf).
-__global__ void __launch_bounds__(kWgThreads) indexer_wgmma_kernel(IndexerLogits p, int tpb) {
+__global__ void __launch_bounds__(kWgThreads) indexer_wgmma_kernel(IndexerLogits p, int tpb, bool fast) {
   extern __shared__ uint8_t wg_raw[];
   __shared__ int32_t s_pg[kWgMaxTiles];  // page id of each tile (pages holding whole tiles)
   uint8_t* sm = reinterpret_cast<uint8_t*>((reinterpret_cast<uintptr_t>(wg_raw) + 1023) & ~uintptr_t(1023));
@@ -115,9 +116,9 @@ __global__ void __launch_bounds__(kWgThreads) indexer_wgmma_kernel(IndexerLogits
     wv[2 * j + 1] = h + 1 < H ? __ldg(p.w + int64_t(t) * H + h + 1) : 0.0f;
   }
   const uint64_t dq = wg_desc(smem_addr(qs));
-  float d[32];  // fresh per tile (the first k-step overwrites it)
+  float d[32], e[32];  // fresh per k-step (the MMA overwrites them)
 #pragma unroll
-  for (int e = 0; e < 32; ++e) d[e] = 0.0f;
+  for (int x = 0; x < 32; ++x) d[x] = e[x] = 0.0f;
   float* out = p.out + int64_t(t) * N;
   for (int i = 0; i < nt; ++i) {
     const int st = i % kWgStages;
@@ -136,11 +137,30 @@ __global__ void __launch_bounds__(kWgThreads) indexer_wgmma_kernel(IndexerLogits
       continue;
     }
     const uint64_t dk = wg_desc(smem_addr(ks + st * kWgTileBytes));
+    // Fresh accumulator per 32-wide k-step, partial dots added in fp32 (the FP8 tensor cores
+    // keep ~14 bits when chaining k-steps; see fp8_gemm.cu); `fast` chains them (benchmarks).
     wg_fence();
+    if (fast) {
 #pragma unroll
-    for (int kk = 0; kk < 4; ++kk) wgmma_fp8<64>(d, dk + 2 * kk, dq + 2 * kk, kk);
-    wg_commit();
-    wg_wait0();
+      for (int kk = 0; kk < 4; ++kk) wgmma_fp8<64>(d, dk + 2 * kk, dq + 2 * kk, kk);
+      wg_commit();
+      wg_wait0();
+    } else {
+      wgmma_fp8<64>(d, dk, dq, 0);
+      wgmma_fp8<64>(e, dk + 2, dq + 2, 0);
+      wg_commit();
+      wg_wait0();
+#pragma unroll
+      for (int kk = 2; kk <= 4; ++kk) {
+#pragma unroll
+        for (int x = 0; x < 32; ++x) d[x] = __fadd_rn(d[x], e[x]);
+        if (kk == 4) break;
+        wg_fence();
+        wgmma_fp8<64>(e, dk + 2 * kk, dq + 2 * kk, 0);
+        wg_commit();
+        wg_wait0();
+      }
+    }
     // d[4j + e]: row r0 (e = 0, 1) or r1 (e = 2, 3), head 8j + 2tq + (e & 1).
     float s0 = 0.0f, s1 = 0.0f;
 #pragma unroll
@@ -190,7 +210,11 @@ void launch_wgmma(const IndexerLogits& p, cudaStream_t stream) {
   at[0].val.programmaticStreamSerializationAllowed = 1;
   cfg.attrs = at;
   cfg.numAttrs = 1;
-  CUDA_CHECK(cudaLaunchKernelEx(&cfg, indexer_wgmma_kernel, p, int(tpb)));
+  static const bool fast = [] {  // DSA_INDEXER_FAST=1: tensor-core accumulation over 128 dims
+    const char* e = std::getenv("DSA_INDEXER_FAST");
+    return e && e[0] == '1';
+  }();
+  CUDA_CHECK(cudaLaunchKernelEx(&cfg, indexer_wgmma_kernel, p, int(tpb), fast));
 }
 
 // Any shape: one thread per (query, key), scalar fp32 dots.

@@ -1,5 +1,5 @@
-// linear_f32 (fp32 x, bf16 w, fp32 out) and the per-head bf16 matmul of the absorbed MLA path,
-// as plain SIMT kernels with fp32 accumulation.
+// linear_f32 (fp32 x, bf16 w, fp32 out): a GEMV kernel for up to 8 rows (decode), a tiled SIMT
+// kernel otherwise; and the per-head bf16 matmul of the absorbed MLA path. fp32 accumulation.
 #include "ops/cuda/common.cuh"
 
 namespace dsa::ops::cuda {
@@ -23,6 +23,43 @@ __global__ void linear_f32_kernel(LinearF32 p) {
     __syncthreads();
   }
   if (m < p.M && n < p.N) p.y[m * p.N + n] = acc;
+}
+
+// Few rows (decode: the LM head, the MoE gate): a bandwidth-bound GEMV. One warp per weight row,
+// lanes stride K in 8-wide bf16 vectors; x (fp32, M rows) comes through L1 (every warp reads it).
+template <int M>
+__global__ void __launch_bounds__(256) linear_f32_gemv_kernel(LinearF32 p) {
+  const int lane = threadIdx.x & 31;
+  const int64_t n = int64_t(blockIdx.x) * 8 + (threadIdx.x >> 5);
+  if (n >= p.N) return;
+  const uint4* w = reinterpret_cast<const uint4*>(p.w + n * p.K);
+  float acc[M];
+#pragma unroll
+  for (int m = 0; m < M; ++m) acc[m] = 0.0f;
+  const int64_t kv = p.K / 8;
+#pragma unroll 4
+  for (int64_t i = lane; i < kv; i += 32) {
+    const uint4 wv = __ldcs(w + i);  // streamed once: keep it out of L1
+    float wf[8];
+    const uint32_t ww[4] = {wv.x, wv.y, wv.z, wv.w};
+#pragma unroll
+    for (int j = 0; j < 4; ++j) {
+      wf[2 * j] = __uint_as_float(ww[j] << 16);
+      wf[2 * j + 1] = __uint_as_float(ww[j] & 0xffff0000u);
+    }
+#pragma unroll
+    for (int m = 0; m < M; ++m) {
+      const float4* x = reinterpret_cast<const float4*>(p.x + m * p.K) + 2 * i;
+      const float4 a = __ldg(x), b = __ldg(x + 1);
+      acc[m] += a.x * wf[0] + a.y * wf[1] + a.z * wf[2] + a.w * wf[3] + b.x * wf[4] + b.y * wf[5] +
+                b.z * wf[6] + b.w * wf[7];
+    }
+  }
+#pragma unroll
+  for (int m = 0; m < M; ++m) {
+    const float v = warp_sum(acc[m]);
+    if (lane == 0) p.y[m * p.N + n] = v;
+  }
 }
 
 // y[s,h,n] = Σ_k x[s,h,k] W_h[k,n]: one thread per output, coalesced over n.
@@ -56,6 +93,23 @@ __global__ void head_matmul_nk_kernel(HeadMatmul p) {
 void linear_f32(const LinearF32& p, cudaStream_t stream) {
   DSA_CUDA_REQUIRE(p.M > 0 && p.N > 0 && p.K > 0, "linear_f32: bad dims");
   DSA_CUDA_REQUIRE(p.x && p.w && p.y, "linear_f32: null pointer");
+  const bool vec = p.K % 8 == 0 && (reinterpret_cast<uintptr_t>(p.w) & 15) == 0 &&
+                   (reinterpret_cast<uintptr_t>(p.x) & 15) == 0;
+  if (vec && p.M <= 8) {
+    const unsigned g = unsigned(ceil_div(p.N, 8));
+    switch (p.M) {
+      case 1: linear_f32_gemv_kernel<1><<<g, 256, 0, stream>>>(p); break;
+      case 2: linear_f32_gemv_kernel<2><<<g, 256, 0, stream>>>(p); break;
+      case 3: linear_f32_gemv_kernel<3><<<g, 256, 0, stream>>>(p); break;
+      case 4: linear_f32_gemv_kernel<4><<<g, 256, 0, stream>>>(p); break;
+      case 5: linear_f32_gemv_kernel<5><<<g, 256, 0, stream>>>(p); break;
+      case 6: linear_f32_gemv_kernel<6><<<g, 256, 0, stream>>>(p); break;
+      case 7: linear_f32_gemv_kernel<7><<<g, 256, 0, stream>>>(p); break;
+      default: linear_f32_gemv_kernel<8><<<g, 256, 0, stream>>>(p); break;
+    }
+    CUDA_CHECK_LAUNCH();
+    return;
+  }
   const dim3 grid(unsigned(ceil_div(p.N, T)), unsigned(ceil_div(p.M, T)));
   linear_f32_kernel<<<grid, dim3(T, T), 0, stream>>>(p);
   CUDA_CHECK_LAUNCH();

@@ -1,7 +1,10 @@
 // The CUDA backend's OpTable: device memory through cudaMalloc, every op queued on one stream of
 // the backend's own; registered as "cuda" in ops/backends.h by register_cuda_backend().
 #include <algorithm>
+#include <cstring>
+#include <deque>
 #include <mutex>
+#include <vector>
 
 #include "ops/backends.h"
 #include "ops/cuda/cuda_ops.h"
@@ -29,14 +32,63 @@ void dev_free(void* p) {
   if (p) CUDA_CHECK(cudaFree(p));  // synchronises the device: work still using p finishes first
 }
 
+// Host-to-device copies without draining the stream: the bytes go into a pinned ring first (the
+// caller's buffer may be pageable and die right after the call), then the transfer is queued
+// behind the kernels already on the stream. A ring region is reused only once the event recorded
+// behind its transfer has completed; regions are handed out in order, so the oldest pending
+// transfers are the ones a new region can overlap. Big copies (weights at load) bypass it.
+class Staging {
+ public:
+  static constexpr size_t kSize = size_t(64) << 20, kMaxCopy = kSize / 4;
+
+  void copy(void* dst, const void* src, size_t bytes, cudaStream_t s) {
+    std::lock_guard<std::mutex> lock(mu_);
+    if (!base_) CUDA_CHECK(cudaHostAlloc(reinterpret_cast<void**>(&base_), kSize, cudaHostAllocDefault));
+    const size_t need = (bytes + 255) / 256 * 256;
+    if (head_ + need > kSize) head_ = 0;
+    while (!pending_.empty() && pending_.front().begin < head_ + need && head_ < pending_.front().end) {
+      CUDA_CHECK(cudaEventSynchronize(pending_.front().done));
+      spare_.push_back(pending_.front().done);
+      pending_.pop_front();
+    }
+    std::memcpy(base_ + head_, src, bytes);
+    CUDA_CHECK(cudaMemcpyAsync(dst, base_ + head_, bytes, cudaMemcpyHostToDevice, s));
+    cudaEvent_t ev = nullptr;
+    if (spare_.empty()) {
+      CUDA_CHECK(cudaEventCreateWithFlags(&ev, cudaEventDisableTiming));
+    } else {
+      ev = spare_.back();
+      spare_.pop_back();
+    }
+    CUDA_CHECK(cudaEventRecord(ev, s));
+    pending_.push_back({head_, head_ + need, ev});
+    head_ += need;
+  }
+
+ private:
+  struct Region {
+    size_t begin, end;
+    cudaEvent_t done;
+  };
+  std::mutex mu_;
+  uint8_t* base_ = nullptr;  // pinned, lives until process exit
+  size_t head_ = 0;
+  std::deque<Region> pending_;
+  std::vector<cudaEvent_t> spare_;
+};
+
 void dev_copy(void* dst, const void* src, size_t bytes, CopyKind kind) {
   if (bytes == 0) return;
   const cudaStream_t s = backend_stream();
+  static Staging staging;
   switch (kind) {
     case CopyKind::kHostToDevice:
-      // The host buffer may be pageable and die right after the call: wait for the copy.
-      CUDA_CHECK(cudaMemcpyAsync(dst, src, bytes, cudaMemcpyHostToDevice, s));
-      CUDA_CHECK(cudaStreamSynchronize(s));
+      if (bytes <= Staging::kMaxCopy) {
+        staging.copy(dst, src, bytes, s);
+      } else {  // pageable source: wait for the copy before the caller may free it
+        CUDA_CHECK(cudaMemcpyAsync(dst, src, bytes, cudaMemcpyHostToDevice, s));
+        CUDA_CHECK(cudaStreamSynchronize(s));
+      }
       break;
     case CopyKind::kDeviceToHost:
       CUDA_CHECK(cudaMemcpyAsync(dst, src, bytes, cudaMemcpyDeviceToHost, s));
@@ -59,6 +111,7 @@ void dev_sync() { CUDA_CHECK(cudaStreamSynchronize(backend_stream())); }
   void t_##op(const P& p) { op(p, backend_stream()); }
 DSA_CUDA_ENTRY(act_quant, ActQuant)
 DSA_CUDA_ENTRY(fp8_gemm, Fp8Gemm)
+DSA_CUDA_ENTRY(grouped_fp8_gemm, GroupedFp8Gemm)
 DSA_CUDA_ENTRY(linear_f32, LinearF32)
 DSA_CUDA_ENTRY(rms_norm, RmsNorm)
 DSA_CUDA_ENTRY(layer_norm, LayerNorm)
@@ -70,6 +123,8 @@ DSA_CUDA_ENTRY(sparse_mha_prefill, SparseMhaPrefill)
 DSA_CUDA_ENTRY(head_matmul, HeadMatmul)
 DSA_CUDA_ENTRY(moe_gate, MoeGate)
 DSA_CUDA_ENTRY(silu_mul, SiluMul)
+DSA_CUDA_ENTRY(moe_route, MoeRoute)
+DSA_CUDA_ENTRY(moe_combine, MoeCombine)
 DSA_CUDA_ENTRY(copy_rows, CopyRows)
 DSA_CUDA_ENTRY(convert, Convert)
 DSA_CUDA_ENTRY(indexer_weights, IndexerWeights)
@@ -130,6 +185,7 @@ const OpTable& cuda_ops() {
       Memory{true, &dev_alloc, &dev_free, &dev_copy, &dev_fill, &dev_sync},
       &t_act_quant,
       &t_fp8_gemm,
+      &t_grouped_fp8_gemm,
       &t_linear_f32,
       &t_rms_norm,
       &t_layer_norm,
@@ -142,6 +198,8 @@ const OpTable& cuda_ops() {
       &t_head_matmul,
       &t_moe_gate,
       &t_silu_mul,
+      &t_moe_route,
+      &t_moe_combine,
       &t_copy_rows,
       &t_convert,
       &t_indexer_weights,

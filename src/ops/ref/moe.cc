@@ -1,5 +1,6 @@
 // Reference MoE gate (spec §8.2): sigmoid scores, group-limited selection by biased scores,
-// weights from the unbiased scores. Ties are broken by the lower index.
+// weights from the unbiased scores. Ties are broken by the lower index. Then the routing table
+// (a stable counting sort of the choices by expert) and the combine of the routed outputs.
 #include <algorithm>
 #include <cmath>
 #include <limits>
@@ -63,6 +64,44 @@ void moe_gate(const MoeGate& p) {
       if (p.norm_topk_prob) w = w / sum;
       p.experts[t * p.topk + j] = order[size_t(j)];
       p.weights[t * p.topk + j] = w * p.route_scale;
+    }
+  }
+}
+
+void moe_route(const MoeRoute& p) {
+  DSA_CHECK(p.S > 0 && p.k > 0 && p.E > 0, "moe_route: bad dims S={} k={} E={}", p.S, p.k, p.E);
+  DSA_CHECK(p.experts && p.weights && p.offsets && p.rows && p.row_w && p.pos, "moe_route: null pointer");
+  const int64_t n = p.S * p.k;
+  for (int64_t i = 0; i < n; ++i)
+    DSA_CHECK(p.experts[i] >= 0 && p.experts[i] < p.E, "moe_route: expert id {} of choice {} outside [0, {})",
+              p.experts[i], i, p.E);
+  // Counts, exclusive prefix sum, then placement in (token, j) order: stable within a group.
+  std::fill(p.offsets, p.offsets + p.E + 1, 0);
+  for (int64_t i = 0; i < n; ++i) ++p.offsets[p.experts[i] + 1];
+  for (int64_t e = 0; e < p.E; ++e) p.offsets[e + 1] += p.offsets[e];
+  std::vector<int32_t> next(p.offsets, p.offsets + p.E);
+  for (int64_t i = 0; i < n; ++i) {
+    const int32_t r = next[size_t(p.experts[i])]++;
+    p.rows[r] = int32_t(i / p.k);
+    p.row_w[r] = p.weights[i];
+    p.pos[i] = r;
+  }
+}
+
+void moe_combine(const MoeCombine& p) {
+  DSA_CHECK(p.S >= 0 && p.k > 0 && p.H > 0, "moe_combine: bad dims S={} k={} H={}", p.S, p.k, p.H);
+  DSA_CHECK(p.acc && p.y && p.pos && p.w, "moe_combine: null pointer");
+  std::vector<int32_t> order(static_cast<size_t>(p.k));
+  for (int64_t s = 0; s < p.S; ++s) {
+    // Ascending grouped row = ascending expert id: the order of one scale_add per expert.
+    std::copy(p.pos + s * p.k, p.pos + (s + 1) * p.k, order.begin());
+    std::sort(order.begin(), order.end());
+    float* a = p.acc + s * p.H;
+    for (const int32_t r : order) {
+      if (r < 0) continue;
+      const bf16* y = p.y + int64_t(r) * p.H;
+      const float w = p.w[r];
+      for (int64_t d = 0; d < p.H; ++d) a[d] += ld(y[d]) * w;
     }
   }
 }

@@ -1,4 +1,4 @@
-// Reference act_quant, fp8 block GEMM and fp32 linear (spec §3.1, §3.2, §4 LM head, §7 step 8).
+// Reference act_quant, fp8 block GEMM (plain and grouped by expert) and fp32 linear (spec §3.1, §3.2, §4 LM head, §7 step 8).
 #include <algorithm>
 #include <cmath>
 #include <vector>
@@ -55,6 +55,44 @@ void fp8_gemm(const Fp8Gemm& p) {
     }
   }
 }
+
+void grouped_fp8_gemm_by_group(const GroupedFp8Gemm& p, void (*gemm)(const Fp8Gemm&)) {
+  DSA_CHECK(p.G > 0 && p.R >= 0 && p.N > 0 && p.K > 0, "grouped_fp8_gemm: bad dims G={} R={} N={} K={}", p.G, p.R,
+            p.N, p.K);
+  DSA_CHECK(p.ldy >= p.N, "grouped_fp8_gemm: ldy={} < N={}", p.ldy, p.N);
+  DSA_CHECK(p.a && p.a_s && p.offsets && p.w && p.w_s && p.y, "grouped_fp8_gemm: null pointer");
+  DSA_CHECK(p.offsets[0] == 0 && p.offsets[p.G] <= p.R, "grouped_fp8_gemm: offsets[0]={} offsets[G]={} (R={})",
+            p.offsets[0], p.offsets[p.G], p.R);
+  for (int64_t g = 0; g < p.G; ++g)
+    DSA_CHECK(p.offsets[g] <= p.offsets[g + 1], "grouped_fp8_gemm: offsets decrease at group {}", g);
+  if (p.rows)
+    for (int64_t r = 0; r < p.offsets[p.G]; ++r)
+      DSA_CHECK(p.rows[r] >= 0, "grouped_fp8_gemm: rows[{}] = {}", r, p.rows[r]);
+  const int64_t nb = ceil_div(p.K, kBlock);
+  std::vector<fp8> a;
+  std::vector<float> a_s;
+  for (int64_t g = 0; g < p.G; ++g) {
+    const int64_t r0 = p.offsets[g], M = p.offsets[g + 1] - r0;
+    if (M == 0) continue;
+    DSA_CHECK(p.w[g] && p.w_s[g], "grouped_fp8_gemm: group {} has no weights", g);
+    const fp8* ga = p.a + r0 * p.K;
+    const float* gs = p.a_s + r0 * nb;
+    if (p.rows) {
+      a.resize(size_t(M * p.K));
+      a_s.resize(size_t(M * nb));
+      for (int64_t i = 0; i < M; ++i) {
+        const int64_t src = p.rows[r0 + i];
+        std::memcpy(a.data() + i * p.K, p.a + src * p.K, size_t(p.K));
+        std::memcpy(a_s.data() + i * nb, p.a_s + src * nb, size_t(nb) * 4);
+      }
+      ga = a.data();
+      gs = a_s.data();
+    }
+    gemm({ga, gs, p.w[g], p.w_s[g], p.y + r0 * p.ldy, M, p.N, p.K, p.ldy});
+  }
+}
+
+void grouped_fp8_gemm(const GroupedFp8Gemm& p) { grouped_fp8_gemm_by_group(p, &fp8_gemm); }
 
 void linear_f32(const LinearF32& p) {
   DSA_CHECK(p.M > 0 && p.N > 0 && p.K > 0, "linear_f32: bad dims M={} N={} K={}", p.M, p.N, p.K);

@@ -18,6 +18,7 @@ namespace dsa::ops::ref {
 
 void act_quant(const ActQuant& p);
 void fp8_gemm(const Fp8Gemm& p);
+void grouped_fp8_gemm(const GroupedFp8Gemm& p);
 void linear_f32(const LinearF32& p);
 void rms_norm(const RmsNorm& p);
 void layer_norm(const LayerNorm& p);
@@ -30,6 +31,8 @@ void sparse_mla_decode(const SparseMlaDecode& p);
 void head_matmul(const HeadMatmul& p);
 void moe_gate(const MoeGate& p);
 void silu_mul(const SiluMul& p);
+void moe_route(const MoeRoute& p);
+void moe_combine(const MoeCombine& p);
 void copy_rows(const CopyRows& p);
 void convert(const Convert& p);
 void indexer_weights(const IndexerWeights& p);
@@ -42,6 +45,11 @@ inline float ld(bf16 v) {
 inline bf16 st(float f) {
   return f32_to_bf16(f);
 }
+
+// grouped_fp8_gemm as one `gemm` call per non-empty group on its rows (gathered into contiguous
+// scratch when p.rows is set). GEMM rows are independent, so this is the grouped op for any
+// row-exact fp8_gemm; the reference passes its own, the cpu backend its fast kernel.
+void grouped_fp8_gemm_by_group(const GroupedFp8Gemm& p, void (*gemm)(const Fp8Gemm&));
 
 // p = bf16(softmax(score[0:n])) with fp32 max / exp / sum; scores are already bf16-valued.
 void softmax_bf16(float* score, int64_t n);

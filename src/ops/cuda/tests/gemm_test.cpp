@@ -44,22 +44,26 @@ TEST(CudaGemm, Fp8Gemm) {
 }
 
 TEST(CudaGemm, LinearF32) {  // fp32 accumulate vs double: K * 2^-24 * Σ|x w|
-  const int64_t M = 7, N = 33, K = 300;
-  auto x = rand_f32(size_t(M * K), -1, 1);
-  auto w = rand_bf16(size_t(N * K));
-  std::vector<float> y(size_t(M * N));
-  R.linear_f32({x.data(), w.data(), y.data(), M, N, K});
-  DevBuf<float> dx(x), dy(y.size());
-  DevBuf<bf16> dw(w);
-  dy.poison();
-  linear_f32({dx.p, dw.p, dy.p, M, N, K}, nullptr);
-  auto yo = dy.down();
-  for (int64_t m = 0; m < M; ++m)
-    for (int64_t n = 0; n < N; ++n) {
-      double bound = 0;
-      for (int64_t k = 0; k < K; ++k) bound += std::fabs(x[m * K + k] * f(w[n * K + k]));
-      ASSERT_NEAR(yo[m * N + n], y[m * N + n], bound * K * std::ldexp(1.0, -24)) << m << "," << n;
-    }
+  // GEMV path (M <= 8, K % 8 == 0) and the tiled kernel (K % 8 != 0 or M > 8).
+  struct Shape { int64_t M, N, K; };
+  for (Shape sh : {Shape{7, 33, 300}, Shape{1, 1000, 7168}, Shape{3, 77, 256}, Shape{8, 9, 64}, Shape{12, 40, 128}}) {
+    const int64_t M = sh.M, N = sh.N, K = sh.K;
+    auto x = rand_f32(size_t(M * K), -1, 1);
+    auto w = rand_bf16(size_t(N * K));
+    std::vector<float> y(size_t(M * N));
+    R.linear_f32({x.data(), w.data(), y.data(), M, N, K});
+    DevBuf<float> dx(x), dy(y.size());
+    DevBuf<bf16> dw(w);
+    dy.poison();
+    linear_f32({dx.p, dw.p, dy.p, M, N, K}, nullptr);
+    auto yo = dy.down();
+    for (int64_t m = 0; m < M; ++m)
+      for (int64_t n = 0; n < N; ++n) {
+        double bound = 0;
+        for (int64_t k = 0; k < K; ++k) bound += std::fabs(x[m * K + k] * f(w[n * K + k]));
+        ASSERT_NEAR(yo[m * N + n], y[m * N + n], bound * K * std::ldexp(1.0, -24)) << m << "," << n << " K " << K;
+      }
+  }
 }
 
 TEST(CudaGemm, HeadMatmul) {  // fp32 accumulate, other order: K*2^-24*Σ|x w| + 1 bf16 ulp
