@@ -32,6 +32,12 @@ void act_quant(const ActQuant& p, cudaStream_t stream);
 void fp8_gemm(const Fp8Gemm& p, cudaStream_t stream);
 // One launch for all groups (tiles found from offsets on the device; no host sync).
 void grouped_fp8_gemm(const GroupedFp8Gemm& p, cudaStream_t stream);
+// FP8 GEMMs and the indexer use the Hopper warpgroup MMA (wgmma) kernels when on: 3-4x faster,
+// but the FP8 tensor cores accumulate below fp32 precision (the golden test's layer-0 GEMM outputs
+// move by up to 4 bf16 ulps and decisions drift), so the default is off: mma.sync kernels whose
+// 32-wide k-steps are exact in fp32. Initial value from DSA_FP8_WGMMA=1.
+bool fp8_wgmma();
+void set_fp8_wgmma(bool on);
 void linear_f32(const LinearF32& p, cudaStream_t stream);
 void rms_norm(const RmsNorm& p, cudaStream_t stream);
 void layer_norm(const LayerNorm& p, cudaStream_t stream);

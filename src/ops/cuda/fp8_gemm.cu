@@ -16,102 +16,6 @@ using namespace detail;
 
 constexpr int BM = 64, BN = 64, LDS = 128 + 16;
 
-__device__ __forceinline__ void load_tile(uint8_t* dst, const uint8_t* src, int64_t rows_valid,
-                                          int64_t K, int64_t k0, bool vec) {
-  for (int i = threadIdx.x; i < 64 * 8; i += blockDim.x) {
-    const int r = i >> 3, c = (i & 7) * 16;
-    uint4 v = make_uint4(0, 0, 0, 0);
-    if (r < rows_valid) {
-      const uint8_t* s = src + int64_t(r) * K + k0 + c;
-      if (vec && k0 + c + 16 <= K) {
-        v = *reinterpret_cast<const uint4*>(s);
-      } else {
-        uint8_t b[16];
-#pragma unroll
-        for (int j = 0; j < 16; ++j) b[j] = k0 + c + j < K ? s[j] : 0;
-        memcpy(&v, b, 16);
-      }
-    }
-    *reinterpret_cast<uint4*>(dst + r * LDS + c) = v;
-  }
-}
-
-__device__ __forceinline__ void frag_words(const uint8_t* row, int tq, uint32_t (&w)[8]) {
-  const uint4 x0 = *reinterpret_cast<const uint4*>(row + tq * 32);
-  const uint4 x1 = *reinterpret_cast<const uint4*>(row + tq * 32 + 16);
-  w[0] = x0.x; w[1] = x0.y; w[2] = x0.z; w[3] = x0.w;
-  w[4] = x1.x; w[5] = x1.y; w[6] = x1.z; w[7] = x1.w;
-}
-
-__global__ void __launch_bounds__(128) fp8_gemm_kernel(Fp8Gemm p, bool vec) {
-  __shared__ __align__(16) uint8_t as[BM * LDS], ws[BN * LDS];
-  const int64_t m0 = int64_t(blockIdx.y) * BM, n0 = int64_t(blockIdx.x) * BN;
-  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, g = lane >> 2, tq = lane & 3;
-  const int wm = warp >> 1, wn = warp & 1;
-  const int64_t nb = cdiv(p.K, kBlock);
-  float acc[2][4][4] = {};
-  for (int64_t kb = 0; kb < nb; ++kb) {
-    __syncthreads();
-    load_tile(as, p.a + m0 * p.K, imin(BM, p.M - m0), p.K, kb * kBlock, vec);
-    load_tile(ws, p.w + n0 * p.K, imin(BN, p.N - n0), p.K, kb * kBlock, vec);
-    __syncthreads();
-    uint32_t a[2][2][8], b[4][8];
-#pragma unroll
-    for (int mt = 0; mt < 2; ++mt) {
-      frag_words(as + (wm * 32 + mt * 16 + g) * LDS, tq, a[mt][0]);
-      frag_words(as + (wm * 32 + mt * 16 + g + 8) * LDS, tq, a[mt][1]);
-    }
-#pragma unroll
-    for (int nt = 0; nt < 4; ++nt) frag_words(ws + (wn * 32 + nt * 8 + g) * LDS, tq, b[nt]);
-    const float wsc = p.w_s[(n0 / kBlock) * nb + kb];
-    float asc[2][2];
-#pragma unroll
-    for (int mt = 0; mt < 2; ++mt)
-#pragma unroll
-      for (int hh = 0; hh < 2; ++hh) {
-        const int64_t m = m0 + wm * 32 + mt * 16 + g + hh * 8;
-        asc[mt][hh] = m < p.M ? p.a_s[m * nb + kb] : 0.0f;
-      }
-#pragma unroll
-    for (int mt = 0; mt < 2; ++mt)
-#pragma unroll
-      for (int nt = 0; nt < 4; ++nt) {
-        float d[4] = {0.0f, 0.0f, 0.0f, 0.0f};
-#pragma unroll
-        for (int kk = 0; kk < 4; ++kk) {
-          const uint32_t af[4] = {a[mt][0][2 * kk], a[mt][1][2 * kk], a[mt][0][2 * kk + 1],
-                                  a[mt][1][2 * kk + 1]};
-          mma_fp8(d, af, b[nt][2 * kk], b[nt][2 * kk + 1]);
-        }
-#pragma unroll
-        for (int r = 0; r < 4; ++r)
-          acc[mt][nt][r] = __fadd_rn(acc[mt][nt][r], __fmul_rn(d[r], __fmul_rn(asc[mt][r >> 1], wsc)));
-      }
-  }
-#pragma unroll
-  for (int mt = 0; mt < 2; ++mt)
-#pragma unroll
-    for (int nt = 0; nt < 4; ++nt)
-#pragma unroll
-      for (int r = 0; r < 4; ++r) {
-        const int64_t m = m0 + wm * 32 + mt * 16 + g + (r >> 1) * 8;
-        const int64_t n = n0 + wn * 32 + nt * 8 + 2 * tq + (r & 1);
-        if (m < p.M && n < p.N) p.y[m * p.ldy + n].bits = f2bf(acc[mt][nt][r]);
-      }
-}
-
-// ---- wgmma kernel. CTA = NWG warpgroups; weight rows [n0, n0 + 64 NWG) x tokens [m0, m0 + TN).
-constexpr int kGStages = 4;
-template <int NWG, int TN>
-struct GCfg {
-  static constexpr int kRows = 64 * NWG, kThreads = 128 * NWG;
-  static constexpr size_t kA = size_t(kRows) * 128, kB = size_t(TN) * 128;
-  static constexpr size_t kStage = kA + kB + 1024;  // + TN activation scales, keeps 1024 alignment
-  static constexpr size_t kEpi = size_t(TN) * (kRows + 8) * 2;  // bf16 [TN][kRows + 8]
-  static constexpr size_t kSmem = 1024 + std::max(kGStages * kStage, kEpi);
-  static_assert(TN * 4 <= 1024 && kA % 1024 == 0 && kB % 1024 == 0);
-};
-
 // One launch's work: a plain GEMM (offsets == nullptr: output rows [0, M), weights w / w_s) or a
 // grouped one (group g owns output rows [offsets[g], offsets[g+1]) and weights wp[g] / wsp[g]).
 // Output row r reads activation row rows[r] (rows == nullptr: row r).
@@ -126,17 +30,7 @@ struct WgJob {
   const float* w_s;
   bf16* y;
   int64_t G, M, N, K, ldy;
-  bool fast;  // chain the 4 k-steps of a block in the tensor core (less precise, see the kernel)
 };
-
-// DSA_GEMM_FAST=1: tensor-core accumulation over each 128-block (benchmarks, comparisons).
-bool gemm_fast() {
-  static const bool f = [] {
-    const char* e = std::getenv("DSA_GEMM_FAST");
-    return e && e[0] == '1';
-  }();
-  return f;
-}
 
 // Grouped launch: blockIdx.y enumerates the (group, token tile) pairs in group order. Finds this
 // CTA's group g and first output row; false when blockIdx.y is past the last tile.
@@ -179,6 +73,143 @@ __device__ bool find_group_tile(const WgJob& j, int* s_warp, int64_t& g_out, int
   r0 = s_warp[33];
   return true;
 }
+
+
+__device__ __forceinline__ void load_tile(uint8_t* dst, const uint8_t* src, int64_t rows_valid,
+                                          int64_t K, int64_t k0, bool vec) {
+  for (int i = threadIdx.x; i < 64 * 8; i += blockDim.x) {
+    const int r = i >> 3, c = (i & 7) * 16;
+    uint4 v = make_uint4(0, 0, 0, 0);
+    if (r < rows_valid) {
+      const uint8_t* s = src + int64_t(r) * K + k0 + c;
+      if (vec && k0 + c + 16 <= K) {
+        v = *reinterpret_cast<const uint4*>(s);
+      } else {
+        uint8_t b[16];
+#pragma unroll
+        for (int j = 0; j < 16; ++j) b[j] = k0 + c + j < K ? s[j] : 0;
+        memcpy(&v, b, 16);
+      }
+    }
+    *reinterpret_cast<uint4*>(dst + r * LDS + c) = v;
+  }
+}
+
+// Token rows of a tile: row r from a + src[r] * K (src[r] < 0: zeros).
+__device__ __forceinline__ void load_rows(uint8_t* dst, const fp8* a, const int32_t* src, int64_t K,
+                                          int64_t k0, bool vec) {
+  for (int i = threadIdx.x; i < 64 * 8; i += blockDim.x) {
+    const int r = i >> 3, c = (i & 7) * 16;
+    uint4 v = make_uint4(0, 0, 0, 0);
+    if (src[r] >= 0) {
+      const uint8_t* s = reinterpret_cast<const uint8_t*>(a) + int64_t(src[r]) * K + k0 + c;
+      if (vec && k0 + c + 16 <= K) {
+        v = *reinterpret_cast<const uint4*>(s);
+      } else {
+        uint8_t b[16];
+#pragma unroll
+        for (int jj = 0; jj < 16; ++jj) b[jj] = k0 + c + jj < K ? s[jj] : 0;
+        memcpy(&v, b, 16);
+      }
+    }
+    *reinterpret_cast<uint4*>(dst + r * LDS + c) = v;
+  }
+}
+
+__device__ __forceinline__ void frag_words(const uint8_t* row, int tq, uint32_t (&w)[8]) {
+  const uint4 x0 = *reinterpret_cast<const uint4*>(row + tq * 32);
+  const uint4 x1 = *reinterpret_cast<const uint4*>(row + tq * 32 + 16);
+  w[0] = x0.x; w[1] = x0.y; w[2] = x0.z; w[3] = x0.w;
+  w[4] = x1.x; w[5] = x1.y; w[6] = x1.z; w[7] = x1.w;
+}
+
+// Exact path (the default): mma.sync m16n8k32 e4m3 keeps each 32-wide k-step exact in fp32 on
+// Hopper (layer-0 GEMM outputs of the golden test bit-identical to the CPU reference), unlike
+// the FP8 wgmma below. CTA = 64 tokens x 64 weight rows; grouped jobs as in the wgmma kernel.
+__global__ void __launch_bounds__(128) fp8_gemm_kernel(WgJob j, bool vec) {
+  __shared__ __align__(16) uint8_t as[BM * LDS], ws[BN * LDS];
+  __shared__ int s_misc[34];
+  __shared__ int32_t s_src[BM];
+  const int64_t n0 = int64_t(blockIdx.x) * BN;
+  int64_t m0 = int64_t(blockIdx.y) * BM, mend = j.M;
+  const fp8* W = j.w;
+  const float* Ws = j.w_s;
+  if (j.offsets) {
+    int64_t grp = 0;
+    if (!find_group_tile<BM>(j, s_misc, grp, m0)) return;
+    mend = j.offsets[grp + 1];
+    W = j.wp[grp];
+    Ws = j.wsp[grp];
+  }
+  if (threadIdx.x < BM) {
+    const int64_t r = m0 + threadIdx.x;
+    s_src[threadIdx.x] = r < mend ? (j.rows ? j.rows[r] : int32_t(r)) : -1;
+  }
+  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, g = lane >> 2, tq = lane & 3;
+  const int wm = warp >> 1, wn = warp & 1;
+  const int64_t K = j.K, nb = cdiv(K, kBlock);
+  float acc[2][4][4] = {};
+  for (int64_t kb = 0; kb < nb; ++kb) {
+    __syncthreads();
+    load_rows(as, j.a, s_src, K, kb * kBlock, vec);
+    load_tile(ws, W + n0 * K, imin(BN, j.N - n0), K, kb * kBlock, vec);
+    __syncthreads();
+    uint32_t a[2][2][8], b[4][8];
+#pragma unroll
+    for (int mt = 0; mt < 2; ++mt) {
+      frag_words(as + (wm * 32 + mt * 16 + g) * LDS, tq, a[mt][0]);
+      frag_words(as + (wm * 32 + mt * 16 + g + 8) * LDS, tq, a[mt][1]);
+    }
+#pragma unroll
+    for (int nt = 0; nt < 4; ++nt) frag_words(ws + (wn * 32 + nt * 8 + g) * LDS, tq, b[nt]);
+    const float wsc = Ws[(n0 / kBlock) * nb + kb];
+    float asc[2][2];
+#pragma unroll
+    for (int mt = 0; mt < 2; ++mt)
+#pragma unroll
+      for (int hh = 0; hh < 2; ++hh) {
+        const int32_t m = s_src[wm * 32 + mt * 16 + g + hh * 8];
+        asc[mt][hh] = m >= 0 ? j.a_s[int64_t(m) * nb + kb] : 0.0f;
+      }
+#pragma unroll
+    for (int mt = 0; mt < 2; ++mt)
+#pragma unroll
+      for (int nt = 0; nt < 4; ++nt) {
+        float d[4] = {0.0f, 0.0f, 0.0f, 0.0f};
+#pragma unroll
+        for (int kk = 0; kk < 4; ++kk) {
+          const uint32_t af[4] = {a[mt][0][2 * kk], a[mt][1][2 * kk], a[mt][0][2 * kk + 1],
+                                  a[mt][1][2 * kk + 1]};
+          mma_fp8(d, af, b[nt][2 * kk], b[nt][2 * kk + 1]);
+        }
+#pragma unroll
+        for (int r = 0; r < 4; ++r)
+          acc[mt][nt][r] = __fadd_rn(acc[mt][nt][r], __fmul_rn(d[r], __fmul_rn(asc[mt][r >> 1], wsc)));
+      }
+  }
+#pragma unroll
+  for (int mt = 0; mt < 2; ++mt)
+#pragma unroll
+    for (int nt = 0; nt < 4; ++nt)
+#pragma unroll
+      for (int r = 0; r < 4; ++r) {
+        const int64_t m = m0 + wm * 32 + mt * 16 + g + (r >> 1) * 8;
+        const int64_t n = n0 + wn * 32 + nt * 8 + 2 * tq + (r & 1);
+        if (m < mend && n < j.N) j.y[m * j.ldy + n].bits = f2bf(acc[mt][nt][r]);
+      }
+}
+
+// ---- wgmma kernel. CTA = NWG warpgroups; weight rows [n0, n0 + 64 NWG) x tokens [m0, m0 + TN).
+constexpr int kGStages = 4;
+template <int NWG, int TN>
+struct GCfg {
+  static constexpr int kRows = 64 * NWG, kThreads = 128 * NWG;
+  static constexpr size_t kA = size_t(kRows) * 128, kB = size_t(TN) * 128;
+  static constexpr size_t kStage = kA + kB + 1024;  // + TN activation scales, keeps 1024 alignment
+  static constexpr size_t kEpi = size_t(TN) * (kRows + 8) * 2;  // bf16 [TN][kRows + 8]
+  static constexpr size_t kSmem = 1024 + std::max(kGStages * kStage, kEpi);
+  static_assert(TN * 4 <= 1024 && kA % 1024 == 0 && kB % 1024 == 0);
+};
 
 template <int NWG, int TN>
 __global__ void __launch_bounds__(128 * NWG) fp8_gemm_wgmma_kernel(WgJob j) {
@@ -241,9 +272,9 @@ __global__ void __launch_bounds__(128 * NWG) fp8_gemm_wgmma_kernel(WgJob j) {
     if (i < nb) issue(i, i);
     cp_async_commit();
   }
-  float acc[TN / 2], d[TN / 2], e[TN / 2];  // d, e: fresh per k-step (overwritten by the MMA)
+  float acc[TN / 2], d[TN / 2];  // d: fresh per block (the first k-step overwrites it)
 #pragma unroll
-  for (int i = 0; i < TN / 2; ++i) acc[i] = d[i] = e[i] = 0.0f;
+  for (int i = 0; i < TN / 2; ++i) acc[i] = d[i] = 0.0f;
   const float* wsrow = Ws + ((n0 + 64 * wg) / kBlock) * nb;
   for (int64_t kb = 0; kb < nb; ++kb) {
     const int st = int(kb % kGStages);
@@ -253,35 +284,16 @@ __global__ void __launch_bounds__(128 * NWG) fp8_gemm_wgmma_kernel(WgJob j) {
     const uint8_t* a = stage(st);
     const uint64_t da = wg_desc(smem_addr(a + wg * 64 * 128));
     const uint64_t db = wg_desc(smem_addr(a + C::kA));
-    // Hopper's FP8 tensor cores keep only ~14 bits when they add a k-step into a running
-    // accumulator (DeepSeek-V3 report; measured: the golden test's layer-0 GEMM outputs moved by
-    // 3-4 bf16 ulps). So by default every 32-wide k-step starts a fresh accumulator and the four
-    // partial dots are added in fp32 (d0 + d1) + d2 + d3; j.fast keeps the 4-step chain.
+    // FP8 wgmma: the tensor cores accumulate below fp32 precision (DeepSeek-V3 report: ~14
+    // bits); per-block promotion as DeepGEMM / DeepSeek's kernels do. Opt-in (fp8_wgmma()).
     wg_fence();
-    if (j.fast) {
 #pragma unroll
-      for (int kk = 0; kk < 4; ++kk) wgmma_fp8<TN>(d, da + 2 * kk, db + 2 * kk, kk);
-    } else {
-      wgmma_fp8<TN>(d, da, db, 0);
-      wgmma_fp8<TN>(e, da + 2, db + 2, 0);
-    }
+    for (int kk = 0; kk < 4; ++kk) wgmma_fp8<TN>(d, da + 2 * kk, db + 2 * kk, kk);
     wg_commit();
     // Refill the stage of block kb - 1 while the tensor cores work on block kb.
     if (kb + kGStages - 1 < nb) issue(kb + kGStages - 1, int((kb + kGStages - 1) % kGStages));
     cp_async_commit();
     wg_wait0();
-    if (!j.fast) {
-#pragma unroll
-      for (int kk = 2; kk <= 4; ++kk) {
-#pragma unroll
-        for (int i = 0; i < TN / 2; ++i) d[i] = __fadd_rn(d[i], e[i]);
-        if (kk == 4) break;
-        wg_fence();
-        wgmma_fp8<TN>(e, da + 2 * kk, db + 2 * kk, 0);
-        wg_commit();
-        wg_wait0();
-      }
-    }
     const float* as = reinterpret_cast<const float*>(a + C::kA + C::kB);
     const float wsc = wsrow[kb];
 #pragma unroll
@@ -352,39 +364,57 @@ void fp8_gemm(const Fp8Gemm& p, cudaStream_t stream) {
   DSA_CUDA_REQUIRE(ceil_div(p.M, 16) <= 65535, "fp8_gemm: M too large");
   const bool vec = p.K % 16 == 0 && (reinterpret_cast<uintptr_t>(p.a) & 15) == 0 &&
                    (reinterpret_cast<uintptr_t>(p.w) & 15) == 0;
-  if (vec) {
+  const WgJob j{p.a, p.a_s, nullptr, nullptr, nullptr, nullptr, p.w, p.w_s, p.y, 1, p.M, p.N, p.K, p.ldy};
+  if (vec && fp8_wgmma()) {
     // Token tile: the smallest of 16/32/64/128 covering M, halved while fewer than ~2 CTAs per
     // SM would run (few weight rows, e.g. an expert: more token tiles re-read the weights from
     // L2 instead of leaving SMs idle); two warpgroups (128 weight rows) for M > 128.
+    // (One-warpgroup CTAs for large M too, 2 per SM, measured slower: 278-286 vs 338-360 TFLOPS.)
     int64_t tn = tile_for(p.M);
     while (tn > 16 && ceil_div(p.N, 64) * ceil_div(p.M, tn) < 264) tn /= 2;
-    const WgJob j{p.a, p.a_s, nullptr, nullptr, nullptr, nullptr, p.w, p.w_s, p.y, 1, p.M, p.N, p.K, p.ldy, gemm_fast()};
-    // (One-warpgroup CTAs for large M too, 2 per SM, measured slower: 278-286 vs 338-360 TFLOPS.)
     launch_tile(j, tn, p.M > 128, ceil_div(p.M, tn), stream);
     return;
   }
   const dim3 grid(unsigned(ceil_div(p.N, BN)), unsigned(ceil_div(p.M, BM)));
-  fp8_gemm_kernel<<<grid, 128, 0, stream>>>(p, vec);
+  fp8_gemm_kernel<<<grid, 128, 0, stream>>>(j, vec);
   CUDA_CHECK_LAUNCH();
 }
-
-}  // namespace dsa::ops::cuda
-
-namespace dsa::ops::cuda {
 
 void grouped_fp8_gemm(const GroupedFp8Gemm& p, cudaStream_t stream) {
   DSA_CUDA_REQUIRE(p.G > 0 && p.R >= 0 && p.N > 0 && p.K > 0 && p.ldy >= p.N, "grouped_fp8_gemm: bad dims");
   DSA_CUDA_REQUIRE(p.a && p.a_s && p.offsets && p.w && p.w_s && p.y, "grouped_fp8_gemm: null pointer");
-  DSA_CUDA_REQUIRE(p.K % 16 == 0 && (reinterpret_cast<uintptr_t>(p.a) & 15) == 0,
-                   "grouped_fp8_gemm: K must be a multiple of 16 and rows 16-byte aligned");
   DSA_CUDA_REQUIRE(p.G <= 32 * 1024, "grouped_fp8_gemm: too many groups");
   if (p.R == 0) return;
-  // Tile from the mean rows per non-empty group; at most min(G, R) groups are non-empty and each
-  // adds at most one partial tile, so ceil(R / tn) + min(G, R) bounds the tile count.
-  const int64_t busy = std::min(p.G, p.R), mean = ceil_div(p.R, busy);
-  const int64_t tn = tile_for(mean);
-  const WgJob j{p.a, p.a_s, p.rows, p.offsets, p.w, p.w_s, nullptr, nullptr, p.y, p.G, p.R, p.N, p.K, p.ldy, gemm_fast()};
-  launch_tile(j, tn, mean > 128, ceil_div(p.R, tn) + busy, stream);
+  const WgJob j{p.a, p.a_s, p.rows, p.offsets, p.w, p.w_s, nullptr, nullptr, p.y, p.G, p.R, p.N, p.K, p.ldy};
+  // At most min(G, R) groups are non-empty and each adds at most one partial tile, so
+  // ceil(R / tile) + min(G, R) bounds the tile count (extra CTAs exit at once).
+  const int64_t busy = std::min(p.G, p.R);
+  const bool vec = p.K % 16 == 0 && (reinterpret_cast<uintptr_t>(p.a) & 15) == 0;
+  if (vec && fp8_wgmma()) {
+    const int64_t mean = ceil_div(p.R, busy), tn = tile_for(mean);  // tile from the mean group size
+    launch_tile(j, tn, mean > 128, ceil_div(p.R, tn) + busy, stream);
+    return;
+  }
+  const int64_t tiles = ceil_div(p.R, BM) + busy;
+  DSA_CUDA_REQUIRE(tiles <= 65535, "grouped_fp8_gemm: too many token tiles");
+  // Weight rows of every group must be 16-byte aligned for the vector loads: K % 16 == 0 suffices
+  // for row starts; group bases are separate allocations (256-byte aligned).
+  fp8_gemm_kernel<<<dim3(unsigned(ceil_div(p.N, BN)), unsigned(tiles)), 128, 0, stream>>>(j, vec);
+  CUDA_CHECK_LAUNCH();
 }
 
+namespace {
+bool& wgmma_flag() {
+  static bool f = [] {
+    const char* e = std::getenv("DSA_FP8_WGMMA");
+    return e && e[0] == '1';
+  }();
+  return f;
+}
+}  // namespace
+
+bool fp8_wgmma() { return wgmma_flag(); }
+void set_fp8_wgmma(bool on) { wgmma_flag() = on; }
+
 }  // namespace dsa::ops::cuda
+

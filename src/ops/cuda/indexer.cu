@@ -1,7 +1,8 @@
-// Lightning-indexer logits over the paged FP8 key cache (spec §3.8) on FP8 tensor cores: a Hopper
-// warpgroup-MMA kernel (wgmma, 64 keys x 64 heads x 128 dims per tile), a scalar kernel for other
-// shapes. (An mma.sync m16n8k32 kernel with bulk copies preceded it: 20.2 vs 13.3 us at 128K keys,
-// 389 vs 214 us at 32 x 128K on the H200.)
+// Lightning-indexer logits over the paged FP8 key cache (spec §3.8) on FP8 tensor cores: an
+// mma.sync m16n8k32 kernel with bulk copies (exact fp32 dots, the default), a Hopper warpgroup-MMA
+// kernel (wgmma, 64 keys x 64 heads per tile; opt-in: faster, 13.3 vs 20.2 us at 128K keys and
+// 166 vs 389 us at 32 x 128K on the H200, but FP8 tensor-core accumulation below fp32 precision),
+// and a scalar kernel for other shapes.
 #include <algorithm>
 #include <cmath>
 #include <cstdlib>
@@ -12,6 +13,189 @@
 namespace dsa::ops::cuda {
 namespace {
 using namespace detail;
+
+// ---- Exact path (default): FP8 mma.sync m16n8k32, heads as the MMA rows, 8 keys as the columns;
+// each 32-wide k-step is exact in fp32 on Hopper.
+constexpr int kThreads = 256;      // 8 warps, each 32 keys (4 chunks of 8) per step
+constexpr int kKeysPerStep = 256;  // keys per block step
+
+// Paged keys through the bulk-copy engine (TMA): each step is 256 keys; a warp-0 lane issues one
+// cp.async.bulk per (page, step) piece (keys, then scales) onto the step's mbarrier. A block walks
+// `spb` steps through a ring of R stages; q fragments come straight from global memory while the
+// page-table reads and the first copies are in flight.
+constexpr int kMaxStages = 3;
+constexpr size_t kStepSmem = size_t(kKeysPerStep) * 128 + kKeysPerStep * 4;
+
+__device__ __forceinline__ int64_t imax(int64_t a, int64_t b) { return a > b ? a : b; }
+__device__ __forceinline__ uint32_t smem_u32(const void* p) {
+  return uint32_t(__cvta_generic_to_shared(p));
+}
+__device__ __forceinline__ void mbar_wait(uint64_t* bar, uint32_t parity) {
+  asm volatile(
+      "{\n.reg .pred P1;\nLAB_WAIT:\n"
+      "mbarrier.try_wait.parity.shared::cta.b64 P1, [%0], %1;\n"
+      "@P1 bra DONE;\nbra LAB_WAIT;\nDONE:\n}\n" ::"r"(smem_u32(bar)),
+      "r"(parity)
+      : "memory");
+}
+__device__ __forceinline__ void bulk_g2s(void* dst, const void* src, uint32_t bytes, uint64_t* bar) {
+  asm volatile(
+      "cp.async.bulk.shared::cluster.global.mbarrier::complete_tx::bytes [%0], [%1], %2, [%3];\n" ::"r"(
+          smem_u32(dst)),
+      "l"(src), "r"(bytes), "r"(smem_u32(bar))
+      : "memory");
+}
+
+// Warp 0: copies of step `stp` (keys [base, base + 256) of row t) into stage buffer kb.
+__device__ __forceinline__ void issue_step(const IndexerLogits& p, const int32_t* bt, int64_t end,
+                                           int64_t base, uint8_t* kb, uint64_t* bar, int lane) {
+  const int64_t ps = p.k.page_size, pb = page_bytes(p.k);
+  const int64_t hi = imin(base + kKeysPerStep, end);  // pages holding keys < end only
+  const int64_t p0 = base / ps, p1 = hi > base ? (hi - 1) / ps : p0 - 1;
+  const int nseg = int(p1 - p0 + 1);
+  if (lane == 0) {
+    // Whole pieces (up to the step's or the page's end): multiples of 8 keys, 16-byte sized.
+    const int64_t last = imin(base + kKeysPerStep, (p1 + 1) * ps);
+    const uint32_t bytes = nseg > 0 ? uint32_t(last - base) * 132u : 0u;
+    asm volatile("mbarrier.arrive.expect_tx.shared::cta.b64 _, [%0], %1;\n" ::"r"(smem_u32(bar)),
+                 "r"(bytes)
+                 : "memory");
+  }
+  __syncwarp();
+  for (int i = lane; i < nseg; i += 32) {
+    const int64_t pg = p0 + i;
+    const int64_t s0 = imax(base, pg * ps), s1 = imin(base + kKeysPerStep, (pg + 1) * ps);
+    const uint8_t* src = p.k.pool + int64_t(bt[pg]) * pb;
+    const int64_t off = s0 - pg * ps, rel = s0 - base;
+    bulk_g2s(kb + rel * 128, src + off * 128, uint32_t(s1 - s0) * 128u, bar);
+    bulk_g2s(kb + kKeysPerStep * 128 + rel * 4, src + ps * 128 + off * 4, uint32_t(s1 - s0) * 4u, bar);
+  }
+}
+
+template <int MT>
+__global__ void __launch_bounds__(kThreads, MT == 3 ? 1 : 2) indexer_bulk_kernel(IndexerLogits p, int spb) {
+  extern __shared__ __align__(128) uint8_t st[];
+  __shared__ __align__(8) uint64_t bar[kMaxStages];
+  const int t = blockIdx.y, tid = threadIdx.x;
+  const int lane = tid & 31, warp = tid >> 5, g = lane >> 2, tq = lane & 3;
+  constexpr int H = MT * 16;
+  const int64_t N = p.N;
+  const int64_t s_first = int64_t(blockIdx.x) * spb;
+  const int nst = int(imin(spb, cdiv(N, kKeysPerStep) - s_first));
+  const int R = nst < kMaxStages ? nst : kMaxStages;
+  if (tid == 0) {
+    for (int i = 0; i < R; ++i)
+      asm volatile("mbarrier.init.shared::cta.b64 [%0], 1;\n" ::"r"(smem_u32(&bar[i])) : "memory");
+    asm volatile("fence.mbarrier_init.release.cluster;\n" ::: "memory");
+  }
+  __syncthreads();
+  asm volatile("griddepcontrol.wait;\n" ::: "memory");  // q, w, cache from earlier kernels (PDL)
+  const int64_t end = imin(p.end[t], N);
+  const int32_t* bt = p.k.block_table + int64_t(t) * p.k.bt_stride;
+  if (warp == 0)
+    for (int i = 0; i < R; ++i)
+      issue_step(p, bt, end, (s_first + i) * kKeysPerStep, st + i * kStepSmem, &bar[i], lane);
+  // q fragments and head weights, overlapping the copies. D is permuted consistently in q and k:
+  // lane (g, tq) holds bytes [tq*32, tq*32+32) of its row, and k-step kk uses words 2kk (MMA k
+  // 4tq..4tq+3) and 2kk+1 (MMA k 16+4tq..); only the order of the fp32 sum over D changes.
+  uint32_t a[MT][4][4];
+  float wv[MT][2];
+  const uint8_t* qt = p.q + int64_t(t) * H * 128;
+#pragma unroll
+  for (int m = 0; m < MT; ++m) {
+    const uint4* r0 = reinterpret_cast<const uint4*>(qt + (m * 16 + g) * 128 + tq * 32);
+    const uint4* r1 = reinterpret_cast<const uint4*>(qt + (m * 16 + g + 8) * 128 + tq * 32);
+    const uint4 x0 = __ldg(r0), x1 = __ldg(r0 + 1), y0 = __ldg(r1), y1 = __ldg(r1 + 1);
+    const uint32_t xw[8] = {x0.x, x0.y, x0.z, x0.w, x1.x, x1.y, x1.z, x1.w};
+    const uint32_t yw[8] = {y0.x, y0.y, y0.z, y0.w, y1.x, y1.y, y1.z, y1.w};
+#pragma unroll
+    for (int kk = 0; kk < 4; ++kk) {
+      a[m][kk][0] = xw[2 * kk];
+      a[m][kk][1] = yw[2 * kk];
+      a[m][kk][2] = xw[2 * kk + 1];
+      a[m][kk][3] = yw[2 * kk + 1];
+    }
+    wv[m][0] = __ldg(p.w + int64_t(t) * H + m * 16 + g);
+    wv[m][1] = __ldg(p.w + int64_t(t) * H + m * 16 + g + 8);
+  }
+  float* out = p.out + int64_t(t) * N;
+  const bool al8 = (reinterpret_cast<uintptr_t>(out) & 7) == 0;
+  const float ninf = -INFINITY;
+  for (int i = 0; i < nst; ++i) {
+    const int stage = i % R;
+    const uint8_t* kb = st + stage * kStepSmem;
+    const float* sb = reinterpret_cast<const float*>(kb + kKeysPerStep * 128);
+    const int64_t base = (s_first + i) * kKeysPerStep;
+    mbar_wait(&bar[stage], uint32_t(i / R) & 1u);
+#pragma unroll
+    for (int c = 0; c < 4; ++c) {
+      const int kk0 = warp * 32 + c * 8;
+      const int64_t key0 = base + kk0;
+      if (key0 >= N) break;
+      if (key0 < end) {
+        const uint4* src = reinterpret_cast<const uint4*>(kb + (kk0 + g) * 128 + tq * 32);
+        const uint4 v0 = src[0], v1 = src[1];
+        const uint32_t bw[8] = {v0.x, v0.y, v0.z, v0.w, v1.x, v1.y, v1.z, v1.w};
+        float s0 = 0.0f, s1 = 0.0f;
+#pragma unroll
+        for (int m = 0; m < MT; ++m) {
+          float acc[4] = {0.0f, 0.0f, 0.0f, 0.0f};
+#pragma unroll
+          for (int kk = 0; kk < 4; ++kk) mma_fp8(acc, a[m][kk], bw[2 * kk], bw[2 * kk + 1]);
+          s0 += wv[m][0] * fmaxf(acc[0], 0.0f) + wv[m][1] * fmaxf(acc[2], 0.0f);
+          s1 += wv[m][0] * fmaxf(acc[1], 0.0f) + wv[m][1] * fmaxf(acc[3], 0.0f);
+        }
+#pragma unroll
+        for (int o = 4; o < 32; o <<= 1) {
+          s0 += __shfl_xor_sync(0xffffffffu, s0, o);
+          s1 += __shfl_xor_sync(0xffffffffu, s1, o);
+        }
+        if (g == 0) {
+          const int64_t s = key0 + 2 * tq;
+          if (al8 && s + 1 < end) {
+            *reinterpret_cast<float2*>(out + s) = make_float2(s0 * sb[kk0 + 2 * tq], s1 * sb[kk0 + 2 * tq + 1]);
+          } else {
+            if (s < N) out[s] = s < end ? s0 * sb[kk0 + 2 * tq] : ninf;
+            if (s + 1 < N) out[s + 1] = s + 1 < end ? s1 * sb[kk0 + 2 * tq + 1] : ninf;
+          }
+        }
+      } else if (lane < 8 && key0 + lane < N) {
+        out[key0 + lane] = ninf;
+      }
+    }
+    if (i + R < nst) {  // refill this stage once every warp is done with it
+      __syncthreads();
+      if (warp == 0)
+        issue_step(p, bt, end, (s_first + i + R) * kKeysPerStep, st + stage * kStepSmem, &bar[stage], lane);
+    }
+  }
+}
+
+// Steps per block: about two blocks per SM in one wave for short rows, at most 32 steps.
+template <int MT>
+void launch_bulk(const IndexerLogits& p, cudaStream_t stream) {
+  const int64_t steps = ceil_div(p.N, kKeysPerStep);
+  const int64_t spb = std::min<int64_t>(32, std::max<int64_t>(1, ceil_div(steps * p.S, 264)));
+  const size_t smem = size_t(std::min<int64_t>(kMaxStages, spb)) * kStepSmem;
+  static bool configured = false;
+  if (!configured) {
+    CUDA_CHECK(cudaFuncSetAttribute(indexer_bulk_kernel<MT>, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                    int(kMaxStages * kStepSmem)));
+    configured = true;
+  }
+  cudaLaunchConfig_t cfg{};
+  cfg.gridDim = dim3(unsigned(ceil_div(steps, spb)), unsigned(p.S));
+  cfg.blockDim = dim3(kThreads);
+  cfg.dynamicSmemBytes = smem;
+  cfg.stream = stream;
+  cudaLaunchAttribute at[1];
+  at[0].id = cudaLaunchAttributeProgrammaticStreamSerialization;
+  at[0].val.programmaticStreamSerializationAllowed = 1;
+  cfg.attrs = at;
+  cfg.numAttrs = 1;
+  CUDA_CHECK(cudaLaunchKernelEx(&cfg, indexer_bulk_kernel<MT>, p, int(spb)));
+}
+
 
 // ---- Hopper warpgroup MMA (wgmma) path: 64 keys x 64 heads x 128 dims per tile, FP8 operands
 // straight from shared memory. Keys are A (M = 64 keys), q is B (N = 64 heads); both K-major rows
@@ -29,7 +213,7 @@ constexpr size_t kWgSmem = 1024 /*align slack*/ + size_t(kWgHeads) * 128 +
 
 // Block (one warpgroup) = query row t, tiles [blockIdx.x * tpb, +tpb) of 64 keys; keys at or past
 // end[t] are never read (their logits are -inf).
-__global__ void __launch_bounds__(kWgThreads) indexer_wgmma_kernel(IndexerLogits p, int tpb, bool fast) {
+__global__ void __launch_bounds__(kWgThreads) indexer_wgmma_kernel(IndexerLogits p, int tpb) {
   extern __shared__ uint8_t wg_raw[];
   __shared__ int32_t s_pg[kWgMaxTiles];  // page id of each tile (pages holding whole tiles)
   uint8_t* sm = reinterpret_cast<uint8_t*>((reinterpret_cast<uintptr_t>(wg_raw) + 1023) & ~uintptr_t(1023));
@@ -116,9 +300,9 @@ __global__ void __launch_bounds__(kWgThreads) indexer_wgmma_kernel(IndexerLogits
     wv[2 * j + 1] = h + 1 < H ? __ldg(p.w + int64_t(t) * H + h + 1) : 0.0f;
   }
   const uint64_t dq = wg_desc(smem_addr(qs));
-  float d[32], e[32];  // fresh per k-step (the MMA overwrites them)
+  float d[32];  // fresh per tile (the first k-step overwrites it)
 #pragma unroll
-  for (int x = 0; x < 32; ++x) d[x] = e[x] = 0.0f;
+  for (int x = 0; x < 32; ++x) d[x] = 0.0f;
   float* out = p.out + int64_t(t) * N;
   for (int i = 0; i < nt; ++i) {
     const int st = i % kWgStages;
@@ -137,30 +321,11 @@ __global__ void __launch_bounds__(kWgThreads) indexer_wgmma_kernel(IndexerLogits
       continue;
     }
     const uint64_t dk = wg_desc(smem_addr(ks + st * kWgTileBytes));
-    // Fresh accumulator per 32-wide k-step, partial dots added in fp32 (the FP8 tensor cores
-    // keep ~14 bits when chaining k-steps; see fp8_gemm.cu); `fast` chains them (benchmarks).
     wg_fence();
-    if (fast) {
 #pragma unroll
-      for (int kk = 0; kk < 4; ++kk) wgmma_fp8<64>(d, dk + 2 * kk, dq + 2 * kk, kk);
-      wg_commit();
-      wg_wait0();
-    } else {
-      wgmma_fp8<64>(d, dk, dq, 0);
-      wgmma_fp8<64>(e, dk + 2, dq + 2, 0);
-      wg_commit();
-      wg_wait0();
-#pragma unroll
-      for (int kk = 2; kk <= 4; ++kk) {
-#pragma unroll
-        for (int x = 0; x < 32; ++x) d[x] = __fadd_rn(d[x], e[x]);
-        if (kk == 4) break;
-        wg_fence();
-        wgmma_fp8<64>(e, dk + 2 * kk, dq + 2 * kk, 0);
-        wg_commit();
-        wg_wait0();
-      }
-    }
+    for (int kk = 0; kk < 4; ++kk) wgmma_fp8<64>(d, dk + 2 * kk, dq + 2 * kk, kk);
+    wg_commit();
+    wg_wait0();
     // d[4j + e]: row r0 (e = 0, 1) or r1 (e = 2, 3), head 8j + 2tq + (e & 1).
     float s0 = 0.0f, s1 = 0.0f;
 #pragma unroll
@@ -210,11 +375,7 @@ void launch_wgmma(const IndexerLogits& p, cudaStream_t stream) {
   at[0].val.programmaticStreamSerializationAllowed = 1;
   cfg.attrs = at;
   cfg.numAttrs = 1;
-  static const bool fast = [] {  // DSA_INDEXER_FAST=1: tensor-core accumulation over 128 dims
-    const char* e = std::getenv("DSA_INDEXER_FAST");
-    return e && e[0] == '1';
-  }();
-  CUDA_CHECK(cudaLaunchKernelEx(&cfg, indexer_wgmma_kernel, p, int(tpb), fast));
+  CUDA_CHECK(cudaLaunchKernelEx(&cfg, indexer_wgmma_kernel, p, int(tpb)));
 }
 
 // Any shape: one thread per (query, key), scalar fp32 dots.
@@ -253,12 +414,20 @@ void indexer_logits(const IndexerLogits& p, cudaStream_t stream) {
   DSA_CUDA_REQUIRE(p.q && p.w && kp.pool && kp.block_table && p.end && p.out,
                    "indexer_logits: null pointer");
   DSA_CUDA_REQUIRE(p.S <= 65535, "indexer_logits: S > 65535");
-  // Tensor-core path: 16-byte aligned key rows (aligned pool, page_size % 4 == 0; a page is
-  // 132 * page_size bytes), at most 64 heads (fewer are zero-padded), positions below 2^31.
-  const bool fast = kp.D == 128 && p.H <= 64 && kp.page_size % 4 == 0 && p.N < (int64_t(1) << 31) &&
-                    (reinterpret_cast<uintptr_t>(kp.pool) & 15) == 0;
-  if (fast) {
+  // Tensor-core paths need 16-byte aligned key rows (aligned pool, page_size % 4 == 0; a page is
+  // 132 * page_size bytes). wgmma (opt-in, fp8_wgmma(): any H <= 64, fewer heads zero-padded)
+  // or the exact mma.sync kernel (H % 16 == 0, page_size % 8 == 0); else the scalar kernel.
+  const bool aligned = kp.D == 128 && p.H <= 64 && kp.page_size % 4 == 0 &&
+                       (reinterpret_cast<uintptr_t>(kp.pool) & 15) == 0;
+  if (aligned && fp8_wgmma() && p.N < (int64_t(1) << 31)) {
     launch_wgmma(p, stream);
+  } else if (aligned && p.H % 16 == 0 && kp.page_size % 8 == 0) {
+    switch (p.H / 16) {
+      case 1: launch_bulk<1>(p, stream); break;
+      case 2: launch_bulk<2>(p, stream); break;
+      case 3: launch_bulk<3>(p, stream); break;
+      default: launch_bulk<4>(p, stream); break;
+    }
   } else {
     const dim3 grid(unsigned(ceil_div(p.N, 128)), unsigned(p.S));
     indexer_scalar_kernel<<<grid, 128, 0, stream>>>(p);

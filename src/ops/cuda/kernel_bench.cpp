@@ -102,6 +102,19 @@ DeviceBuffer random_buffer(size_t bytes, uint8_t mask, uint32_t seed) {
   return b;
 }
 
+// A latent cache of `rows` 656-byte rows: random finite FP8 codes and bf16 RoPE parts, and
+// power-of-two block scales as the quantiser writes them (ue8m0; sparse_mla_decode's fast dequant
+// relies on that — random scale bits would time its fp32 fallback instead).
+DeviceBuffer latent_cache(int64_t rows, const LatentLayout& lay, uint32_t seed) {
+  DeviceBuffer b = random_buffer(bytes_of({rows, lay.row_bytes()}, 1), 0x3f, seed);
+  const int64_t nsb = ceil_div(lay.kv_lora, kBlock);
+  std::vector<float> sc(static_cast<size_t>(rows * nsb));
+  for (size_t i = 0; i < sc.size(); ++i) sc[i] = std::ldexp(1.0f, -8 - int((i * 2654435761u + seed) % 4));
+  CUDA_CHECK(cudaMemcpy2D(static_cast<uint8_t*>(b.get()) + lay.scale_off(), size_t(lay.row_bytes()), sc.data(),
+                          size_t(nsb) * 4, size_t(nsb) * 4, size_t(rows), cudaMemcpyHostToDevice));
+  return b;
+}
+
 DeviceBuffer upload(const std::vector<int32_t>& v) {
   DeviceBuffer b(v.size() * sizeof(int32_t));
   CUDA_CHECK(cudaMemcpy(b.get(), v.data(), v.size() * sizeof(int32_t), cudaMemcpyHostToDevice));
@@ -196,7 +209,7 @@ class Sweep {
   void mla() {
     const int64_t N = 131072;
     const LatentLayout lay{kLora, kRope};
-    DeviceBuffer cache = random_buffer(bytes_of({N, lay.row_bytes()}, 1), 0x3f, 11);
+    DeviceBuffer cache = latent_cache(N, lay, 11);
     for (int64_t S : o_.batches) {
       const std::string shape = fmt::format("b={} h={} topk={} N={}", S, kHeads, kTopK, ctx_label(N));
       const size_t q_b = bytes_of({S, kHeads, kLora}, 2), qp_b = bytes_of({S, kHeads, kRope}, 2);
@@ -271,7 +284,7 @@ class Sweep {
           emit(std::move(r));
         }
         if (!want_layer) continue;
-        DeviceBuffer cache = random_buffer(bytes_of({L, lay.row_bytes()}, 1), 0x3f, 24);
+        DeviceBuffer cache = latent_cache(L, lay, 24);
         DeviceBuffer qa = random_buffer(bytes_of({S, kHeads, kLora}, 2), 0x3f, 25);
         DeviceBuffer qp = random_buffer(bytes_of({S, kHeads, kRope}, 2), 0x3f, 26);
         DeviceBuffer out(bytes_of({S, kHeads, kLora}, 2));

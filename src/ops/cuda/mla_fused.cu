@@ -368,15 +368,18 @@ void launch(const SparseMlaDecode& p, cudaStream_t stream) {
   const dim3 grid(unsigned(splits), unsigned(hg), unsigned(p.S));
   mla_fused_kernel<L, R><<<grid, kThreads, smem, stream>>>(p, int(tps), int(splits), part, ml);
   CUDA_CHECK_LAUNCH();
-  if (splits > 1) {
-    const int64_t rows = p.S * p.H;
-    const dim3 cg(unsigned(rows), unsigned(cdiv(L, 256)));
-    mla_combine_kernel<<<cg, 64, 0, stream>>>(part, ml, p.o_lat, rows, L, int(splits));
-    CUDA_CHECK_LAUNCH();
-  }
+  if (splits > 1) mla_combine(part, ml, p.o_lat, p.S * p.H, L, int(splits), stream);
 }
 
 }  // namespace
+
+void mla_combine(const float* part, const float2* ml, bf16* o, int64_t rows, int64_t L, int splits,
+                 cudaStream_t stream) {
+  DSA_CUDA_REQUIRE(splits >= 1 && splits <= 128 && L % 4 == 0, "mla_combine: bad splits / L");
+  const dim3 cg(unsigned(rows), unsigned(cdiv(L, 256)));
+  mla_combine_kernel<<<cg, 64, 0, stream>>>(part, ml, o, rows, L, splits);
+  CUDA_CHECK_LAUNCH();
+}
 
 bool mla_fused(const SparseMlaDecode& p, cudaStream_t stream) {
   const int64_t L = p.layout.kv_lora, R = p.layout.rope;

@@ -1,6 +1,8 @@
 // sparse_mla_decode, part 2 and entry point: o_lat = bf16(Σ_j p_j · c_j) by bf16 MMA over gathered
 // latent rows (dequantised, transposed into shared memory), split over keys when the batch is small.
 #include <cmath>
+#include <cstdlib>
+#include <cstring>
 
 #include "ops/cuda/mla.cuh"
 
@@ -105,7 +107,13 @@ void sparse_mla_decode(const SparseMlaDecode& p, cudaStream_t stream) {
   DSA_CUDA_REQUIRE(L % kDims == 0 && R % 16 == 0 && p.H % 16 == 0 && lat_row_bytes(p.layout) % 4 == 0,
                    "sparse_mla_decode: needs kv_lora % 64 == 0, rope % 16 == 0, H % 16 == 0");
   DSA_CUDA_REQUIRE(p.S <= 65535, "sparse_mla_decode: S > 65535");
-  if (mla_fused(p, stream)) return;  // V3.2-like layouts: one fused kernel (+ combine)
+  // DSA_MLA_KERNEL (read at every call, so a bench can switch between runs): "fused" skips the
+  // warp-specialised kernel, "twopass" also the fused one; unset or anything else: fastest that fits.
+  const char* kern = std::getenv("DSA_MLA_KERNEL");
+  const bool no_ws = kern && (std::strcmp(kern, "fused") == 0 || std::strcmp(kern, "twopass") == 0);
+  const bool no_fused = kern && std::strcmp(kern, "twopass") == 0;
+  if (!no_ws && mla_ws(p, stream)) return;         // V3.2 layout on sm_90: wgmma, warp-specialised
+  if (!no_fused && mla_fused(p, stream)) return;   // V3.2-like layouts: one fused kernel (+ combine)
   const int64_t Kp = mla_kpad(p.K), tiles = Kp / kKeys;
   const int64_t hg = ceil_div(p.H, kWarps * 16), base = (L / kDims) * hg * p.S;
   int64_t splits = std::min<int64_t>(tiles, std::max<int64_t>(1, ceil_div(132 * 2, base)));

@@ -26,20 +26,24 @@ TEST(CudaGemm, Fp8Gemm) {
     R.fp8_gemm({a.data(), as.data(), w.data(), ws.data(), y.data(), sh.M, sh.N, sh.K, sh.ldy});
     DevBuf<fp8> da(a), dw(w);
     DevBuf<float> das(as), dws(ws);
-    DevBuf<bf16> dy(y.size());
-    dy.poison();
-    fp8_gemm({da.p, das.p, dw.p, dws.p, dy.p, sh.M, sh.N, sh.K, sh.ldy}, nullptr);
-    auto yo = dy.down();
-    for (int64_t m = 0; m < sh.M; ++m)
-      for (int64_t n = 0; n < sh.N; ++n) {
-        double bound = 0;
-        for (int64_t k = 0; k < sh.K; ++k)
-          bound += std::fabs(fp8_to_f32(a[m * sh.K + k]) * fp8_to_f32(w[n * sh.K + k])) *
-                   as[m * nb + k / 128] * ws[(n / 128) * nb + k / 128];
-        const float ref = f(y[m * sh.ldy + n]), got = f(yo[m * sh.ldy + n]);
-        ASSERT_NEAR(got, ref, bound * std::ldexp(1.0, -12) + std::fabs(ref) * std::ldexp(1.0, -7))
-            << m << "," << n << " shape " << sh.M << "x" << sh.N << "x" << sh.K;
-      }
+    for (bool wg : {false, true}) {  // exact mma.sync kernel, then wgmma
+      SCOPED_TRACE(wg ? "wgmma" : "mma.sync");
+      Fp8Mode mode(wg);
+      DevBuf<bf16> dy(y.size());
+      dy.poison();
+      fp8_gemm({da.p, das.p, dw.p, dws.p, dy.p, sh.M, sh.N, sh.K, sh.ldy}, nullptr);
+      auto yo = dy.down();
+      for (int64_t m = 0; m < sh.M; ++m)
+        for (int64_t n = 0; n < sh.N; ++n) {
+          double bound = 0;
+          for (int64_t k = 0; k < sh.K; ++k)
+            bound += std::fabs(fp8_to_f32(a[m * sh.K + k]) * fp8_to_f32(w[n * sh.K + k])) *
+                     as[m * nb + k / 128] * ws[(n / 128) * nb + k / 128];
+          const float ref = f(y[m * sh.ldy + n]), got = f(yo[m * sh.ldy + n]);
+          ASSERT_NEAR(got, ref, bound * std::ldexp(1.0, -12) + std::fabs(ref) * std::ldexp(1.0, -7))
+              << m << "," << n << " shape " << sh.M << "x" << sh.N << "x" << sh.K;
+        }
+    }
   }
 }
 

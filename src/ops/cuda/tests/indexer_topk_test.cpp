@@ -39,31 +39,35 @@ void run_indexer(int64_t S, int64_t H, int64_t D, int64_t ps, int64_t N, bool pe
   DevBuf<int32_t> dbt(bt), dend(end);
   DevBuf<fp8> dq(q);
   DevBuf<float> dw(w), dout(out.size());
-  dout.poison();
-  IndexPages dkp{dpool.p + (misalign ? 4 : 0), dbt.p, kp.bt_stride, ps, D, num_pages};
-  indexer_logits({dq.p, dw.p, dkp, dend.p, dout.p, S, H, N}, nullptr);
-  auto o = dout.down();
-  for (int64_t t = 0; t < S; ++t) {
-    const int32_t* btr = bt.data() + t * kp.bt_stride;
-    for (int64_t s = 0; s < N; ++s) {
-      const float ref = out[size_t(t * N + s)], got = o[size_t(t * N + s)];
-      if (s >= end[size_t(t)]) {
-        ASSERT_TRUE(std::isinf(got) && got < 0) << t << "," << s;
-        continue;
+  for (bool wg : {false, true}) {  // exact mma.sync kernel, then wgmma
+    SCOPED_TRACE(wg ? "wgmma" : "mma.sync");
+    Fp8Mode mode(wg);
+    dout.poison();
+    IndexPages dkp{dpool.p + (misalign ? 4 : 0), dbt.p, kp.bt_stride, ps, D, num_pages};
+    indexer_logits({dq.p, dw.p, dkp, dend.p, dout.p, S, H, N}, nullptr);
+    auto o = dout.down();
+    for (int64_t t = 0; t < S; ++t) {
+      const int32_t* btr = bt.data() + t * kp.bt_stride;
+      for (int64_t s = 0; s < N; ++s) {
+        const float ref = out[size_t(t * N + s)], got = o[size_t(t * N + s)];
+        if (s >= end[size_t(t)]) {
+          ASSERT_TRUE(std::isinf(got) && got < 0) << t << "," << s;
+          continue;
+        }
+        // Bound: ks * Σ_h |w_h| Σ_d |q k| * 2^-12 covers MMA-internal accumulation and the other
+        // order of the fp32 head sum (each term exact: fp8 x fp8 products fit fp32).
+        const uint8_t* pg = pool.data() + int64_t(btr[s / ps]) * pb;
+        float ks;
+        std::memcpy(&ks, pg + ps * D + 4 * (s % ps), 4);
+        double bound = 0;
+        for (int64_t h = 0; h < H; ++h) {
+          double dd = 0;
+          for (int64_t d = 0; d < D; ++d)
+            dd += std::fabs(fp8_to_f32(q[size_t((t * H + h) * D + d)]) * fp8_to_f32(pg[(s % ps) * D + d]));
+          bound += std::fabs(w[size_t(t * H + h)]) * dd;
+        }
+        ASSERT_NEAR(got, ref, ks * bound * std::ldexp(1.0, -12)) << t << "," << s;
       }
-      // Bound: ks * Σ_h |w_h| Σ_d |q k| * 2^-12 covers MMA-internal accumulation and the other
-      // order of the fp32 head sum (each term exact: fp8 x fp8 products fit fp32).
-      const uint8_t* pg = pool.data() + int64_t(btr[s / ps]) * pb;
-      float ks;
-      std::memcpy(&ks, pg + ps * D + 4 * (s % ps), 4);
-      double bound = 0;
-      for (int64_t h = 0; h < H; ++h) {
-        double dd = 0;
-        for (int64_t d = 0; d < D; ++d)
-          dd += std::fabs(fp8_to_f32(q[size_t((t * H + h) * D + d)]) * fp8_to_f32(pg[(s % ps) * D + d]));
-        bound += std::fabs(w[size_t(t * H + h)]) * dd;
-      }
-      ASSERT_NEAR(got, ref, ks * bound * std::ldexp(1.0, -12)) << t << "," << s;
     }
   }
 }

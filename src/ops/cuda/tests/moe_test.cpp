@@ -155,8 +155,10 @@ TEST(CudaMoe, GroupedFp8Gemm) {
     DevBuf<int32_t> doff(off), dsrc(src);
     DevBuf<const fp8*> dpw(pw);
     DevBuf<const float*> dpws(pws);
-    for (bool gather : {true, false}) {
-      SCOPED_TRACE(gather ? "rows" : "rows == nullptr");
+    for (int mode = 0; mode < 4; ++mode) {
+      const bool gather = mode % 2 == 0;
+      Fp8Mode fm(mode >= 2);  // exact mma.sync kernel, then wgmma
+      SCOPED_TRACE(std::string(gather ? "rows" : "rows == nullptr") + (mode >= 2 ? ", wgmma" : ", mma.sync"));
       std::vector<bf16> y(size_t(Rtot * c.ldy), bf16{0xffff});
       R.grouped_fp8_gemm({a.data(), as.data(), gather ? src.data() : nullptr, off.data(), hw.data(), hws.data(),
                           y.data(), G, Rtot, c.N, c.K, c.ldy});
