@@ -2,6 +2,7 @@
 // budget, queueing, prefix reuse, cancellation, stop conditions.
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <atomic>
 #include <future>
 #include <thread>
@@ -84,6 +85,36 @@ TEST(Engine, BatchedOutputsEqualEachRequestAlone) {
   e.wait_idle();
   EXPECT_GT(e.metrics().decode_steps, 0u);
   EXPECT_LT(e.metrics().decode_steps, uint64_t(8 * 12));  // steps were shared
+}
+
+// With absorbed prefill every prompt row goes through decode's attention: the engine's chunked,
+// batched run must give exactly what one token at a time through Model::forward gives.
+TEST(Engine, AbsorbedPrefillMatchesTokenByTokenDecode) {
+  auto m = tiny();
+  EngineOptions o;
+  o.page_size = 16;
+  o.kv_pages = 128;
+  o.max_batch = 4;
+  o.prefill_chunk = 24;
+  o.absorbed_prefill = true;
+  Engine e(*m, o);
+  const int lens[] = {70, 9, 41};
+  std::vector<std::future<Outcome>> fs;
+  for (int i = 0; i < 3; ++i) fs.push_back(submit(e, prompt(lens[i], 30 + i), 6, 0.0f, 1));
+  for (int i = 0; i < 3; ++i) {
+    const Outcome b = fs[i].get();
+    auto st = m->new_sequence();
+    std::vector<float> logits;
+    for (int32_t t : prompt(lens[i], 30 + i)) logits = m->forward(st, {t});
+    std::vector<int32_t> want;
+    const int64_t V = m->config().vocab_size;
+    for (int k = 0; k < 6; ++k) {
+      const int32_t t = int32_t(std::max_element(logits.begin(), logits.begin() + V) - logits.begin());
+      want.push_back(t);
+      if (k < 5) logits = m->forward(st, {t});
+    }
+    EXPECT_EQ(b.tokens, want) << "request " << i;
+  }
 }
 
 TEST(Engine, RequestsBeyondTheBudgetAreRefusedOthersQueue) {

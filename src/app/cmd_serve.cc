@@ -45,6 +45,10 @@ void add_serve_command(CLI::App& app) {
   cmd->add_option("--page-size", a->eng.page_size, "Tokens per KV page")->check(CLI::Range(int64_t(1), int64_t(4096)));
   cmd->add_option("--max-batch", a->eng.max_batch, "Sequences decoded together at most")->check(CLI::Range(int64_t(1), int64_t(4096)));
   cmd->add_option("--prefill-chunk", a->eng.prefill_chunk, "Prompt tokens per prefill step")->check(CLI::Range(int64_t(2), int64_t(1) << 20));
+  cmd->add_option_function<std::string>(
+         "--prefill-attention", [a](const std::string& v) { a->eng.absorbed_prefill = v == "absorbed"; },
+         "Prefill attention: mha (the reference's path, default) or absorbed (decode's MQA path, other rounding)")
+      ->check(CLI::IsMember({"mha", "absorbed"}));
   cmd->add_option("--max-queue", a->eng.max_queue, "Waiting requests beyond this get 503")->check(CLI::Range(int64_t(1), int64_t(1) << 20));
   cmd->add_option("--prefix-cache", a->eng.prefix_cache_entries, "Prompts kept for prefix reuse (0 = off)")->check(CLI::Range(int64_t(0), int64_t(4096)));
   cmd->add_option("--max-prompt-tokens", a->http.limits.max_prompt_tokens, "Longest accepted prompt")->check(CLI::Range(int64_t(1), int64_t(1) << 30));

@@ -235,7 +235,9 @@ void Engine::prefill_step(Seq& s) {
   std::vector<int32_t> piece(s.req.prompt.begin() + s.prefilled, s.req.prompt.begin() + s.prefilled + n);
   std::vector<float> logits;
   try {
-    logits = m_.forward(s.state, piece);
+    ForwardOptions fo;
+    fo.absorbed_prefill = opt_.absorbed_prefill;
+    logits = m_.forward(s.state, piece, fo);
   } catch (const std::exception& e) {
     finish(s, FinishReason::kError, e.what());
     return;

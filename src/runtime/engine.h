@@ -29,6 +29,7 @@ struct EngineOptions {
   int64_t max_queue = 256;          // waiting requests beyond this are refused
   int64_t prefix_cache_entries = 8; // finished prompts kept for prefix reuse (0 = off)
   bool prewarm_kv = true;           // touch the whole KV pool at start (steady memory)
+  bool absorbed_prefill = false;    // prefill through decode's attention (ForwardOptions)
 };
 
 // submit() refusal because the queue is full (retry later), as opposed to an invalid request.
