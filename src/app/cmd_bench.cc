@@ -337,7 +337,8 @@ void run_bench(const BenchArgs& a) {
              "ms/call", "GB/s", "GFLOP/s", "bound", "%roof");
   for (auto& k : kernels) {
     if (k.phase != "decode") continue;
-    for (int i : {int(kIndexerLogits), int(kSparseMlaDecode), int(kFp8Gemm), int(kHeadMatmul), int(kLinearF32)}) {
+    for (int i : {int(kIndexerLogits), int(kSparseMlaDecode), int(kFp8Gemm), int(kGroupedFp8Gemm), int(kHeadMatmul),
+                  int(kLinearF32)}) {
       const OpStat& s = k.stats[size_t(i)];
       if (s.calls == 0) continue;
       fmt::print("{:>7} {:>6} {:>18} {:>6} {:>11.3f} {:>9.2f} {:>10.2f} {:>5} {:>6.1f}%\n", ctx_label(k.ctx), k.mode,
@@ -351,7 +352,7 @@ void run_bench(const BenchArgs& a) {
     const int64_t big = decode.back().ctx;
     for (auto& k : kernels) {
       if (inner.mem.device || k.phase != "decode" || k.mode != "dsa" || k.ctx != big) continue;
-      for (int i : {int(kIndexerLogits), int(kSparseMlaDecode), int(kFp8Gemm)}) {
+      for (int i : {int(kIndexerLogits), int(kSparseMlaDecode), int(kFp8Gemm), int(kGroupedFp8Gemm)}) {
         const OpStat& s = k.stats[size_t(i)];
         if (s.calls == 0) continue;
         const double pct = roofline_pct(s, roof);
