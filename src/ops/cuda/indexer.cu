@@ -183,17 +183,8 @@ void launch_bulk(const IndexerLogits& p, cudaStream_t stream) {
                                     int(kMaxStages * kStepSmem)));
     configured = true;
   }
-  cudaLaunchConfig_t cfg{};
-  cfg.gridDim = dim3(unsigned(ceil_div(steps, spb)), unsigned(p.S));
-  cfg.blockDim = dim3(kThreads);
-  cfg.dynamicSmemBytes = smem;
-  cfg.stream = stream;
-  cudaLaunchAttribute at[1];
-  at[0].id = cudaLaunchAttributeProgrammaticStreamSerialization;
-  at[0].val.programmaticStreamSerializationAllowed = 1;
-  cfg.attrs = at;
-  cfg.numAttrs = 1;
-  CUDA_CHECK(cudaLaunchKernelEx(&cfg, indexer_bulk_kernel<MT>, p, int(spb)));
+  launch_pdl(indexer_bulk_kernel<MT>, dim3(unsigned(ceil_div(steps, spb)), unsigned(p.S)), dim3(kThreads), smem,
+             stream, p, int(spb));
 }
 
 
@@ -365,17 +356,8 @@ void launch_wgmma(const IndexerLogits& p, cudaStream_t stream) {
   const int64_t waves = tiles * p.S >= 32768 ? 2 : 1;
   const int64_t tpb =
       std::min<int64_t>(kWgMaxTiles, std::max<int64_t>(1, ceil_div(tiles * p.S, int64_t(sms) * 5 * waves)));
-  cudaLaunchConfig_t cfg{};
-  cfg.gridDim = dim3(unsigned(ceil_div(tiles, tpb)), unsigned(p.S));
-  cfg.blockDim = dim3(kWgThreads);
-  cfg.dynamicSmemBytes = kWgSmem;
-  cfg.stream = stream;
-  cudaLaunchAttribute at[1];
-  at[0].id = cudaLaunchAttributeProgrammaticStreamSerialization;
-  at[0].val.programmaticStreamSerializationAllowed = 1;
-  cfg.attrs = at;
-  cfg.numAttrs = 1;
-  CUDA_CHECK(cudaLaunchKernelEx(&cfg, indexer_wgmma_kernel, p, int(tpb)));
+  launch_pdl(indexer_wgmma_kernel, dim3(unsigned(ceil_div(tiles, tpb)), unsigned(p.S)), dim3(kWgThreads), kWgSmem,
+             stream, p, int(tpb));
 }
 
 // Any shape: one thread per (query, key), scalar fp32 dots.
