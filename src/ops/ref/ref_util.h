@@ -30,6 +30,7 @@ void sparse_mha_prefill(const SparseMhaPrefill& p);
 void sparse_mla_decode(const SparseMlaDecode& p);
 void head_matmul(const HeadMatmul& p);
 void moe_gate(const MoeGate& p);
+void check_moe_gate(const MoeGate& p);  // moe_gate's argument checks (throws dsa::Error)
 void silu_mul(const SiluMul& p);
 void moe_route(const MoeRoute& p);
 void moe_combine(const MoeCombine& p);
