@@ -90,6 +90,24 @@ TEST(OpsRef, RejectsBadParameters) {
   EXPECT_THROW(R.topk({sc.data(), end.data(), idx.data(), 1, 4, 4}), Error);  // end > N
 }
 
+// Page ids are checked up front (ref/checks.cc, shared with the cpu backend) for every page a row
+// reads, also with one table shared by all rows whose later rows are longer than the first.
+TEST(OpsRef, IndexerRejectsBadPageIdsOfASharedTable) {
+  const int64_t ps = 4, D = 8, H = 1, N = 12;
+  std::vector<uint8_t> pool(size_t(3 * ps * (D + 4)));
+  std::vector<int32_t> bt = {0, 1, 7};  // page 2 of the table is invalid (3 pages)
+  std::vector<fp8> q(size_t(2 * H * D));
+  std::vector<float> w(size_t(2 * H), 1.0f), out(size_t(2 * N));
+  std::vector<int32_t> end = {4, 12};   // row 0 reads page 0 only, row 1 all three
+  for (const OpTable* t : {&ref_ops(), &cpu_ops()}) {
+    const IndexPages kp{pool.data(), bt.data(), 0, ps, D, 3};
+    EXPECT_THROW(t->indexer_logits({q.data(), w.data(), kp, end.data(), out.data(), 2, H, N}), Error) << t->name;
+    end[1] = 8;  // pages 0 and 1 only: fine
+    EXPECT_NO_THROW(t->indexer_logits({q.data(), w.data(), kp, end.data(), out.data(), 2, H, N})) << t->name;
+    end[1] = 12;
+  }
+}
+
 // ---------------------------------------------------------------- act_quant
 TEST(ActQuant, MatchesTorchFixtureExactly) {
   const int64_t M = 8, K = 300, nb = 3;  // adversarial rows: tiny amax, zeros, 448*4, subnormals

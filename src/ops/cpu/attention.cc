@@ -19,6 +19,7 @@
 #include "hwy/aligned_allocator.h"
 #include "ops/cpu/bf16_avx512.h"
 #include "ops/cpu/cpu_ops.h"
+#include "ops/ref/checks.h"
 #include "ops/cpu/scratch.h"
 
 #ifndef DSA_OPS_CPU_ATTENTION_ONCE
@@ -319,35 +320,17 @@ HWY_EXPORT(SparseMhaPrefillImpl);
 HWY_EXPORT(HeadMatmulImpl);
 
 void sparse_mla_decode(const SparseMlaDecode& p) {
-  const int64_t L = p.layout.kv_lora, R = p.layout.rope;
-  DSA_CHECK(p.S > 0 && p.H > 0 && p.N > 0 && p.K > 0 && L > 0 && R >= 0,
-            "sparse_mla_decode: bad dims S={} H={} N={} K={} kv_lora={} rope={}", p.S, p.H, p.N,
-            p.K, L, R);
-  DSA_CHECK(p.q_abs && p.cache && p.idx && p.o_lat && (R == 0 || p.q_pe),
-            "sparse_mla_decode: null pointer");
-  for (int64_t i = 0; i < p.S * p.K; ++i)
-    DSA_CHECK(p.idx[i] < p.N, "sparse_mla_decode: idx[{}, {}]={} >= N={}", i / p.K, i % p.K,
-              p.idx[i], p.N);
+  ref::check(p);
   HWY_DYNAMIC_DISPATCH(SparseMlaDecodeImpl)(p);
 }
 
 void sparse_mha_prefill(const SparseMhaPrefill& p) {
-  DSA_CHECK(p.S > 0 && p.T > 0 && p.H > 0 && p.d_qk > 0 && p.d_v > 0 && p.K > 0,
-            "sparse_mha_prefill: bad dims S={} T={} H={} d_qk={} d_v={} K={}", p.S, p.T, p.H,
-            p.d_qk, p.d_v, p.K);
-  DSA_CHECK(p.q && p.k && p.v && p.idx && p.o, "sparse_mha_prefill: null pointer");
-  for (int64_t i = 0; i < p.S * p.K; ++i)
-    DSA_CHECK(p.idx[i] < p.T, "sparse_mha_prefill: idx[{}, {}]={} >= T={}", i / p.K, i % p.K,
-              p.idx[i], p.T);
+  ref::check(p);
   HWY_DYNAMIC_DISPATCH(SparseMhaPrefillImpl)(p);
 }
 
 void head_matmul(const HeadMatmul& p) {
-  DSA_CHECK(p.S > 0 && p.H > 0 && p.K > 0 && p.N > 0, "head_matmul: bad dims S={} H={} K={} N={}",
-            p.S, p.H, p.K, p.N);
-  DSA_CHECK(p.x && p.w && p.y, "head_matmul: null pointer");
-  DSA_CHECK(p.w_row_stride >= (p.trans_w ? p.K : p.N), "head_matmul: w_row_stride={} too small",
-            p.w_row_stride);
+  ref::check(p);
   HWY_DYNAMIC_DISPATCH(HeadMatmulImpl)(p);
 }
 

@@ -21,6 +21,7 @@
 #include "hwy/aligned_allocator.h"
 #include "ops/cpu/bf16_avx512.h"
 #include "ops/cpu/cpu_ops.h"
+#include "ops/ref/checks.h"
 
 HWY_BEFORE_NAMESPACE();
 namespace dsa::ops::cpu::HWY_NAMESPACE {
@@ -132,22 +133,7 @@ namespace dsa::ops::cpu {
 HWY_EXPORT(IndexerLogitsImpl);
 
 void indexer_logits(const IndexerLogits& p) {
-  const IndexPages& kp = p.k;
-  DSA_CHECK(p.S > 0 && p.H > 0 && kp.D > 0 && p.N > 0 && kp.page_size > 0 && kp.num_pages > 0,
-            "indexer_logits: bad dims S={} H={} D={} N={} page_size={} num_pages={}", p.S, p.H,
-            kp.D, p.N, kp.page_size, kp.num_pages);
-  DSA_CHECK(p.q && p.w && kp.pool && kp.block_table && p.end && p.out,
-            "indexer_logits: null pointer");
-  // Validate every page id once here: the workers assume valid input.
-  for (int64_t t = 0; t < p.S; ++t) {
-    DSA_CHECK(p.end[t] >= 0 && p.end[t] <= p.N, "indexer_logits: end[{}]={} outside [0, {}]", t,
-              p.end[t], p.N);
-    if (t > 0 && kp.bt_stride == 0) continue;
-    const int32_t* bt = kp.block_table + t * kp.bt_stride;
-    for (int64_t b = 0; b < ceil_div(p.end[t], kp.page_size); ++b)
-      DSA_CHECK(bt[b] >= 0 && bt[b] < kp.num_pages, "indexer_logits: page id {} outside [0, {})",
-                bt[b], kp.num_pages);
-  }
+  ref::check(p);  // incl. every page id: the workers assume valid input
   HWY_DYNAMIC_DISPATCH(IndexerLogitsImpl)(p);
 }
 
@@ -209,11 +195,7 @@ void topk_row(const float* sc, int64_t e, int64_t k, int32_t* idx, std::vector<u
 }  // namespace
 
 void topk(const TopK& p) {
-  DSA_CHECK(p.S > 0 && p.N > 0 && p.k > 0, "topk: bad dims S={} N={} k={}", p.S, p.N, p.k);
-  DSA_CHECK(p.scores && p.end && p.idx, "topk: null pointer");
-  for (int64_t t = 0; t < p.S; ++t)
-    DSA_CHECK(p.end[t] >= 0 && p.end[t] <= p.N, "topk: end[{}]={} outside [0, {}]", t, p.end[t],
-              p.N);
+  ref::check(p);
   parallel_for(p.S, [&](int64_t t0, int64_t t1) {
     std::vector<uint32_t> keys, cand;
     for (int64_t t = t0; t < t1; ++t)

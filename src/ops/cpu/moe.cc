@@ -15,7 +15,7 @@ void moe_gate(const MoeGate& p) {
   // Tokens are independent: each chunk is the reference on its rows (a few hundred experts per
   // token; the reference's sorts cost nothing next to the gate GEMM). Checked here, not in the
   // pool's threads.
-  ref::check_moe_gate(p);
+  ref::check(p);
   parallel_for(p.T, [&](int64_t t0, int64_t t1) {
     MoeGate q = p;
     q.logits = p.logits + t0 * p.E;

@@ -18,6 +18,7 @@
 #include "base/thread_pool.h"
 #include "hwy/aligned_allocator.h"
 #include "ops/cpu/cpu_ops.h"
+#include "ops/ref/checks.h"
 
 HWY_BEFORE_NAMESPACE();
 namespace dsa::ops::cpu::HWY_NAMESPACE {
@@ -219,39 +220,28 @@ HWY_EXPORT(RopeImpl);
 HWY_EXPORT(HadamardImpl);
 
 void rms_norm(const RmsNorm& p) {
-  DSA_CHECK(p.M > 0 && p.D > 0, "rms_norm: bad dims M={} D={}", p.M, p.D);
-  DSA_CHECK(p.x && p.w && p.y, "rms_norm: null pointer");
+  ref::check(p);
   HWY_DYNAMIC_DISPATCH(RmsNormImpl)(p);
 }
 
 void layer_norm(const LayerNorm& p) {
-  DSA_CHECK(p.M > 0 && p.D > 0, "layer_norm: bad dims M={} D={}", p.M, p.D);
-  DSA_CHECK(p.x && p.w && p.b && p.y, "layer_norm: null pointer");
+  ref::check(p);
   HWY_DYNAMIC_DISPATCH(LayerNormImpl)(p);
 }
 
 void rope(const Rope& p) {
-  DSA_CHECK(p.M > 0 && p.H > 0 && p.rope_dim > 0 && p.rope_dim % 2 == 0,
-            "rope: bad dims M={} H={} rope_dim={}", p.M, p.H, p.rope_dim);
-  DSA_CHECK(p.off >= 0 && p.off + p.rope_dim <= p.row_stride,
-            "rope: off={} + rope_dim={} exceeds row_stride={}", p.off, p.rope_dim, p.row_stride);
-  DSA_CHECK(p.x && p.pos && p.cos && p.sin, "rope: null pointer");
-  for (int64_t m = 0; m < p.M; ++m)
-    DSA_CHECK(p.pos[m] >= 0, "rope: negative position {} at row {}", p.pos[m], m);
+  ref::check(p);
   HWY_DYNAMIC_DISPATCH(RopeImpl)(p);
 }
 
 void hadamard(const Hadamard& p) {
-  DSA_CHECK(p.M > 0 && p.n > 0 && (p.n & (p.n - 1)) == 0,
-            "hadamard: bad dims M={} n={} (n must be a power of two)", p.M, p.n);
-  DSA_CHECK(p.x, "hadamard: null pointer");
+  ref::check(p);
   HWY_DYNAMIC_DISPATCH(HadamardImpl)(p);
 }
 
 // silu needs std::exp to stay bit-exact with the reference; the loop is memory-bound anyway.
 void silu_mul(const SiluMul& p) {
-  DSA_CHECK(p.M > 0 && p.N > 0, "silu_mul: bad dims M={} N={}", p.M, p.N);
-  DSA_CHECK(p.g && p.u && p.h, "silu_mul: null pointer");
+  ref::check(p);
   const int64_t total = p.M * p.N, chunk = 4096;
   parallel_for(ceil_div(total, chunk), [&](int64_t c0, int64_t c1) {
     for (int64_t i = c0 * chunk; i < std::min(total, c1 * chunk); ++i) {

@@ -19,6 +19,7 @@
 #include "hwy/aligned_allocator.h"
 #include "ops/cpu/bf16_avx512.h"
 #include "ops/cpu/cpu_ops.h"
+#include "ops/ref/checks.h"
 
 HWY_BEFORE_NAMESPACE();
 namespace dsa::ops::cpu::HWY_NAMESPACE {
@@ -317,21 +318,17 @@ HWY_EXPORT(Fp8GemmImpl);
 HWY_EXPORT(LinearF32Impl);
 
 void act_quant(const ActQuant& p) {
-  DSA_CHECK(p.M > 0 && p.K > 0, "act_quant: bad dims M={} K={}", p.M, p.K);
-  DSA_CHECK(p.x && p.q && p.s, "act_quant: null pointer");
+  ref::check(p);
   HWY_DYNAMIC_DISPATCH(ActQuantImpl)(p);
 }
 
 void fp8_gemm(const Fp8Gemm& p) {
-  DSA_CHECK(p.M > 0 && p.N > 0 && p.K > 0, "fp8_gemm: bad dims M={} N={} K={}", p.M, p.N, p.K);
-  DSA_CHECK(p.ldy >= p.N, "fp8_gemm: ldy={} < N={}", p.ldy, p.N);
-  DSA_CHECK(p.a && p.a_s && p.w && p.w_s && p.y, "fp8_gemm: null pointer");
+  ref::check(p);
   HWY_DYNAMIC_DISPATCH(Fp8GemmImpl)(p);
 }
 
 void linear_f32(const LinearF32& p) {
-  DSA_CHECK(p.M > 0 && p.N > 0 && p.K > 0, "linear_f32: bad dims M={} N={} K={}", p.M, p.N, p.K);
-  DSA_CHECK(p.x && p.w && p.y, "linear_f32: null pointer");
+  ref::check(p);
   HWY_DYNAMIC_DISPATCH(LinearF32Impl)(p);
 }
 

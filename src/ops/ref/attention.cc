@@ -21,10 +21,7 @@ void softmax_bf16(float* score, int64_t n) {
 }
 
 void sparse_mha_prefill(const SparseMhaPrefill& p) {
-  DSA_CHECK(p.S > 0 && p.T > 0 && p.H > 0 && p.d_qk > 0 && p.d_v > 0 && p.K > 0,
-            "sparse_mha_prefill: bad dims S={} T={} H={} d_qk={} d_v={} K={}", p.S, p.T, p.H,
-            p.d_qk, p.d_v, p.K);
-  DSA_CHECK(p.q && p.k && p.v && p.idx && p.o, "sparse_mha_prefill: null pointer");
+  check(p);
   std::vector<int32_t> sel;
   std::vector<float> score, qf(size_t(p.d_qk)), acc(size_t(p.d_v));
   for (int64_t s = 0; s < p.S; ++s) {
@@ -32,7 +29,6 @@ void sparse_mha_prefill(const SparseMhaPrefill& p) {
     for (int64_t j = 0; j < p.K; ++j) {
       const int32_t t = p.idx[s * p.K + j];
       if (t < 0) continue;
-      DSA_CHECK(t < p.T, "sparse_mha_prefill: idx[{}, {}]={} >= T={}", s, j, t, p.T);
       sel.push_back(t);
     }
     score.resize(sel.size());
@@ -59,11 +55,7 @@ void sparse_mha_prefill(const SparseMhaPrefill& p) {
 
 void sparse_mla_decode(const SparseMlaDecode& p) {
   const int64_t L = p.layout.kv_lora, R = p.layout.rope;
-  DSA_CHECK(p.S > 0 && p.H > 0 && p.N > 0 && p.K > 0 && L > 0 && R >= 0,
-            "sparse_mla_decode: bad dims S={} H={} N={} K={} kv_lora={} rope={}", p.S, p.H, p.N,
-            p.K, L, R);
-  DSA_CHECK(p.q_abs && p.cache && p.idx && p.o_lat && (R == 0 || p.q_pe),
-            "sparse_mla_decode: null pointer");
+  check(p);
   const int64_t row_bytes = p.layout.row_bytes(), nb = ceil_div(L, kBlock);
   std::vector<int32_t> sel;
   std::vector<float> c, pe, score, qa(static_cast<size_t>(L)), qp(static_cast<size_t>(R)),
@@ -73,7 +65,6 @@ void sparse_mla_decode(const SparseMlaDecode& p) {
     for (int64_t j = 0; j < p.K; ++j) {
       const int32_t t = p.idx[s * p.K + j];
       if (t < 0) continue;
-      DSA_CHECK(t < p.N, "sparse_mla_decode: idx[{}, {}]={} >= N={}", s, j, t, p.N);
       sel.push_back(t);
     }
     // Dequantise the selected latent rows once for all heads.
@@ -119,11 +110,7 @@ void sparse_mla_decode(const SparseMlaDecode& p) {
 }
 
 void head_matmul(const HeadMatmul& p) {
-  DSA_CHECK(p.S > 0 && p.H > 0 && p.K > 0 && p.N > 0, "head_matmul: bad dims S={} H={} K={} N={}",
-            p.S, p.H, p.K, p.N);
-  DSA_CHECK(p.x && p.w && p.y, "head_matmul: null pointer");
-  DSA_CHECK(p.w_row_stride >= (p.trans_w ? p.K : p.N), "head_matmul: w_row_stride={} too small",
-            p.w_row_stride);
+  check(p);
   std::vector<float> acc(size_t(p.N));
   for (int64_t s = 0; s < p.S; ++s) {
     for (int64_t h = 0; h < p.H; ++h) {

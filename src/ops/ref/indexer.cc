@@ -12,21 +12,16 @@ namespace dsa::ops::ref {
 void indexer_logits(const IndexerLogits& p) {
   const IndexPages& kp = p.k;
   const int64_t D = kp.D;
-  DSA_CHECK(p.S > 0 && p.H > 0 && D > 0 && p.N > 0 && kp.page_size > 0 && kp.num_pages > 0,
-            "indexer_logits: bad dims S={} H={} D={} N={} page_size={} num_pages={}", p.S, p.H, D, p.N,
-            kp.page_size, kp.num_pages);
-  DSA_CHECK(p.q && p.w && kp.pool && kp.block_table && p.end && p.out, "indexer_logits: null pointer");
+  check(p);
   const float ninf = -std::numeric_limits<float>::infinity();
   std::vector<float> q(static_cast<size_t>(p.H * D)), k(static_cast<size_t>(D));
   for (int64_t t = 0; t < p.S; ++t) {
-    DSA_CHECK(p.end[t] >= 0 && p.end[t] <= p.N, "indexer_logits: end[{}]={} outside [0, {}]", t, p.end[t], p.N);
     for (int64_t i = 0; i < p.H * D; ++i) q[size_t(i)] = kFp8Table[p.q[t * p.H * D + i]];
     const float* w = p.w + t * p.H;
     const int32_t* bt = kp.block_table + t * kp.bt_stride;
     float* out = p.out + t * p.N;
     for (int64_t s = 0; s < p.end[t]; ++s) {
       const int32_t page = bt[s / kp.page_size];
-      DSA_CHECK(page >= 0 && page < kp.num_pages, "indexer_logits: page id {} outside [0, {})", page, kp.num_pages);
       const int64_t slot = s % kp.page_size;
       const uint8_t* base = kp.pool + int64_t(page) * kp.page_bytes();
       for (int64_t d = 0; d < D; ++d) k[size_t(d)] = kFp8Table[base[slot * D + d]];
@@ -46,13 +41,11 @@ void indexer_logits(const IndexerLogits& p) {
 }
 
 void topk(const TopK& p) {
-  DSA_CHECK(p.S > 0 && p.N > 0 && p.k > 0, "topk: bad dims S={} N={} k={}", p.S, p.N, p.k);
-  DSA_CHECK(p.scores && p.end && p.idx, "topk: null pointer");
+  check(p);
   std::vector<int32_t> cand;
   std::vector<float> key;
   for (int64_t t = 0; t < p.S; ++t) {
     const int64_t e = p.end[t];
-    DSA_CHECK(e >= 0 && e <= p.N, "topk: end[{}]={} outside [0, {}]", t, e, p.N);
     const float* sc = p.scores + t * p.N;
     key.resize(size_t(e));
     cand.resize(size_t(e));

@@ -11,19 +11,8 @@
 
 namespace dsa::ops::ref {
 
-void check_moe_gate(const MoeGate& p) {
-  DSA_CHECK(p.T > 0 && p.E > 0 && p.n_group > 0 && p.topk_group > 0 && p.topk > 0,
-            "moe_gate: bad dims T={} E={} n_group={} topk_group={} topk={}", p.T, p.E, p.n_group,
-            p.topk_group, p.topk);
-  DSA_CHECK(p.E % p.n_group == 0 && p.topk_group <= p.n_group &&
-                p.topk <= p.topk_group * (p.E / p.n_group),
-            "moe_gate: inconsistent E={} n_group={} topk_group={} topk={}", p.E, p.n_group,
-            p.topk_group, p.topk);
-  DSA_CHECK(p.logits && p.experts && p.weights, "moe_gate: null pointer");
-}
-
 void moe_gate(const MoeGate& p) {
-  check_moe_gate(p);
+  check(p);
   const int64_t G = p.n_group, gs = p.E / p.n_group;
   const float ninf = -std::numeric_limits<float>::infinity();
   std::vector<float> s(size_t(p.E)), b(size_t(p.E)), gscore(static_cast<size_t>(G));

@@ -8,8 +8,7 @@
 namespace dsa::ops::ref {
 
 void rms_norm(const RmsNorm& p) {
-  DSA_CHECK(p.M > 0 && p.D > 0, "rms_norm: bad dims M={} D={}", p.M, p.D);
-  DSA_CHECK(p.x && p.w && p.y, "rms_norm: null pointer");
+  check(p);
   std::vector<float> r(size_t(p.D));
   for (int64_t m = 0; m < p.M; ++m) {
     const bf16* x = p.x + m * p.D;
@@ -31,8 +30,7 @@ void rms_norm(const RmsNorm& p) {
 }
 
 void layer_norm(const LayerNorm& p) {
-  DSA_CHECK(p.M > 0 && p.D > 0, "layer_norm: bad dims M={} D={}", p.M, p.D);
-  DSA_CHECK(p.x && p.w && p.b && p.y, "layer_norm: null pointer");
+  check(p);
   std::vector<float> r(size_t(p.D));
   for (int64_t m = 0; m < p.M; ++m) {
     const bf16* x = p.x + m * p.D;
@@ -52,8 +50,7 @@ void layer_norm(const LayerNorm& p) {
 }
 
 void silu_mul(const SiluMul& p) {
-  DSA_CHECK(p.M > 0 && p.N > 0, "silu_mul: bad dims M={} N={}", p.M, p.N);
-  DSA_CHECK(p.g && p.u && p.h, "silu_mul: null pointer");
+  check(p);
   for (int64_t i = 0; i < p.M * p.N; ++i) {
     const float g = ld(p.g[i]);
     const float silu = g / (1.0f + std::exp(-g));

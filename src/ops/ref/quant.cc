@@ -8,8 +8,7 @@
 namespace dsa::ops::ref {
 
 void act_quant(const ActQuant& p) {
-  DSA_CHECK(p.M > 0 && p.K > 0, "act_quant: bad dims M={} K={}", p.M, p.K);
-  DSA_CHECK(p.x && p.q && p.s, "act_quant: null pointer");
+  check(p);
   const int64_t nb = ceil_div(p.K, kBlock);
   for (int64_t m = 0; m < p.M; ++m) {
     const bf16* x = p.x + m * p.K;
@@ -31,9 +30,7 @@ void act_quant(const ActQuant& p) {
 }
 
 void fp8_gemm(const Fp8Gemm& p) {
-  DSA_CHECK(p.M > 0 && p.N > 0 && p.K > 0, "fp8_gemm: bad dims M={} N={} K={}", p.M, p.N, p.K);
-  DSA_CHECK(p.ldy >= p.N, "fp8_gemm: ldy={} < N={}", p.ldy, p.N);
-  DSA_CHECK(p.a && p.a_s && p.w && p.w_s && p.y, "fp8_gemm: null pointer");
+  check(p);
   const int64_t nb = ceil_div(p.K, kBlock);
   std::vector<float> a(size_t(p.M * p.K)), w(size_t(p.K));
   for (int64_t i = 0; i < p.M * p.K; ++i) a[size_t(i)] = kFp8Table[p.a[i]];
@@ -95,8 +92,7 @@ void grouped_fp8_gemm_by_group(const GroupedFp8Gemm& p, void (*gemm)(const Fp8Ge
 void grouped_fp8_gemm(const GroupedFp8Gemm& p) { grouped_fp8_gemm_by_group(p, &fp8_gemm); }
 
 void linear_f32(const LinearF32& p) {
-  DSA_CHECK(p.M > 0 && p.N > 0 && p.K > 0, "linear_f32: bad dims M={} N={} K={}", p.M, p.N, p.K);
-  DSA_CHECK(p.x && p.w && p.y, "linear_f32: null pointer");
+  check(p);
   std::vector<double> w(size_t(p.K));
   for (int64_t n = 0; n < p.N; ++n) {
     for (int64_t k = 0; k < p.K; ++k) w[size_t(k)] = ld(p.w[n * p.K + k]);

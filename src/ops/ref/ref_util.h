@@ -7,6 +7,7 @@
 #include "base/error.h"
 #include "base/numeric.h"
 #include "ops/ops.h"
+#include "ops/ref/checks.h"
 
 #if defined(__clang__)
 #pragma STDC FP_CONTRACT OFF
@@ -30,7 +31,6 @@ void sparse_mha_prefill(const SparseMhaPrefill& p);
 void sparse_mla_decode(const SparseMlaDecode& p);
 void head_matmul(const HeadMatmul& p);
 void moe_gate(const MoeGate& p);
-void check_moe_gate(const MoeGate& p);  // moe_gate's argument checks (throws dsa::Error)
 void silu_mul(const SiluMul& p);
 void moe_route(const MoeRoute& p);
 void moe_combine(const MoeCombine& p);

@@ -7,14 +7,9 @@
 namespace dsa::ops::ref {
 
 void rope(const Rope& p) {
-  DSA_CHECK(p.M > 0 && p.H > 0 && p.rope_dim > 0 && p.rope_dim % 2 == 0,
-            "rope: bad dims M={} H={} rope_dim={}", p.M, p.H, p.rope_dim);
-  DSA_CHECK(p.off >= 0 && p.off + p.rope_dim <= p.row_stride,
-            "rope: off={} + rope_dim={} exceeds row_stride={}", p.off, p.rope_dim, p.row_stride);
-  DSA_CHECK(p.x && p.pos && p.cos && p.sin, "rope: null pointer");
+  check(p);
   const int64_t half = p.rope_dim / 2;
   for (int64_t m = 0; m < p.M; ++m) {
-    DSA_CHECK(p.pos[m] >= 0, "rope: negative position {} at row {}", p.pos[m], m);
     const float* c = p.cos + int64_t(p.pos[m]) * half;
     const float* s = p.sin + int64_t(p.pos[m]) * half;
     for (int64_t h = 0; h < p.H; ++h) {
@@ -33,9 +28,7 @@ void rope(const Rope& p) {
 }
 
 void hadamard(const Hadamard& p) {
-  DSA_CHECK(p.M > 0 && p.n > 0 && (p.n & (p.n - 1)) == 0,
-            "hadamard: bad dims M={} n={} (n must be a power of two)", p.M, p.n);
-  DSA_CHECK(p.x, "hadamard: null pointer");
+  check(p);
   const float scale = float(1.0 / std::sqrt(double(p.n)));
   std::vector<float> v(size_t(p.n));
   for (int64_t m = 0; m < p.M; ++m) {
