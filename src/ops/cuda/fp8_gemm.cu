@@ -123,6 +123,31 @@ __device__ __forceinline__ void frag_words(const uint8_t* row, int tq, uint32_t 
   w[4] = x1.x; w[5] = x1.y; w[6] = x1.z; w[7] = x1.w;
 }
 
+// This CTA's token tile: rows [r0, rend) of the output, the weights it multiplies, and the
+// activation row of each of its T token slots in s_src (-1 = none). False: no tile (grouped
+// launches have spare CTAs). All threads call it (barriers inside).
+template <int T>
+__device__ bool job_tile(const WgJob& j, int* s_misc, int32_t* s_src, int64_t& r0, int64_t& rend,
+                         const fp8*& W, const float*& Ws) {
+  r0 = int64_t(blockIdx.y) * T;
+  rend = j.M;
+  W = j.w;
+  Ws = j.w_s;
+  if (j.offsets) {
+    int64_t grp = 0;
+    if (!find_group_tile<T>(j, s_misc, grp, r0)) return false;
+    rend = j.offsets[grp + 1];
+    W = j.wp[grp];
+    Ws = j.wsp[grp];
+  }
+  if (threadIdx.x < T) {
+    const int64_t r = r0 + threadIdx.x;
+    s_src[threadIdx.x] = r < rend ? (j.rows ? j.rows[r] : int32_t(r)) : -1;
+  }
+  __syncthreads();
+  return true;
+}
+
 // Exact path (the default): mma.sync m16n8k32 e4m3 keeps each 32-wide k-step exact in fp32 on
 // Hopper (layer-0 GEMM outputs of the golden test bit-identical to the CPU reference), unlike
 // the FP8 wgmma below. CTA = 64 tokens x 64 weight rows; grouped jobs as in the wgmma kernel.
@@ -131,20 +156,10 @@ __global__ void __launch_bounds__(128) fp8_gemm_kernel(WgJob j, bool vec) {
   __shared__ int s_misc[34];
   __shared__ int32_t s_src[BM];
   const int64_t n0 = int64_t(blockIdx.x) * BN;
-  int64_t m0 = int64_t(blockIdx.y) * BM, mend = j.M;
-  const fp8* W = j.w;
-  const float* Ws = j.w_s;
-  if (j.offsets) {
-    int64_t grp = 0;
-    if (!find_group_tile<BM>(j, s_misc, grp, m0)) return;
-    mend = j.offsets[grp + 1];
-    W = j.wp[grp];
-    Ws = j.wsp[grp];
-  }
-  if (threadIdx.x < BM) {
-    const int64_t r = m0 + threadIdx.x;
-    s_src[threadIdx.x] = r < mend ? (j.rows ? j.rows[r] : int32_t(r)) : -1;
-  }
+  int64_t m0 = 0, mend = 0;
+  const fp8* W = nullptr;
+  const float* Ws = nullptr;
+  if (!job_tile<BM>(j, s_misc, s_src, m0, mend, W, Ws)) return;
   const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, g = lane >> 2, tq = lane & 3;
   const int wm = warp >> 1, wn = warp & 1;
   const int64_t K = j.K, nb = cdiv(K, kBlock);
@@ -222,21 +237,10 @@ __global__ void __launch_bounds__(128 * NWG) fp8_gemm_wgmma_kernel(WgJob j) {
   const int g = lane >> 2, tq = lane & 3;
   const int64_t n0 = int64_t(blockIdx.x) * C::kRows;
   const int64_t K = j.K, nb = cdiv(K, kBlock);
-  int64_t r0 = int64_t(blockIdx.y) * TN, rend = j.M;
-  const fp8* W = j.w;
-  const float* Ws = j.w_s;
-  if (j.offsets) {
-    int64_t grp = 0;
-    if (!find_group_tile<TN>(j, s_misc, grp, r0)) return;
-    rend = j.offsets[grp + 1];
-    W = j.wp[grp];
-    Ws = j.wsp[grp];
-  }
-  if (tid < TN) {
-    const int64_t r = r0 + tid;
-    s_src[tid] = r < rend ? (j.rows ? j.rows[r] : int32_t(r)) : -1;
-  }
-  __syncthreads();
+  int64_t r0 = 0, rend = 0;
+  const fp8* W = nullptr;
+  const float* Ws = nullptr;
+  if (!job_tile<TN>(j, s_misc, s_src, r0, rend, W, Ws)) return;
   auto stage = [&](int st) { return sm + st * C::kStage; };
   // K block kb into stage st: weight rows, token rows (zeros past N / the tile / K), token scales.
   auto issue = [&](int64_t kb, int st) {

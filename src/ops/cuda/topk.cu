@@ -60,6 +60,36 @@ __device__ __forceinline__ uint32_t block_scan(uint32_t v, uint32_t* warp_tot, u
   return r;
 }
 
+// Warp 0: the bucket holding the need-th largest key of a 256-bucket histogram, and how many
+// keys lie in the buckets above it. Lane l owns buckets 255-8l .. 248-8l (descending); suffix
+// counts from the top; exactly one lane writes the result.
+__device__ __forceinline__ void threshold_bucket(const uint32_t* hist, uint32_t need, int lane,
+                                                 uint32_t* bucket, uint32_t* above_out) {
+  uint32_t c[8], local = 0;
+#pragma unroll
+  for (int j = 0; j < 8; ++j) {
+    c[j] = hist[255 - 8 * lane - j];
+    local += c[j];
+  }
+  uint32_t incl = local;
+#pragma unroll
+  for (int o = 1; o < 32; o <<= 1) {
+    const uint32_t y = __shfl_up_sync(0xffffffffu, incl, o);
+    if (lane >= o) incl += y;
+  }
+  uint32_t above = incl - local;
+  if (above < need && incl >= need) {
+#pragma unroll
+    for (int j = 0; j < 8; ++j) {
+      if (above < need && above + c[j] >= need) {
+        *bucket = 255 - 8 * lane - j;
+        *above_out = above;
+      }
+      above += c[j];
+    }
+  }
+}
+
 __global__ void __launch_bounds__(kThreads) topk_kernel(TopK p) {
   const int64_t t = blockIdx.x;
   const int64_t e = p.end[t], k = p.k;
@@ -106,32 +136,7 @@ __global__ void __launch_bounds__(kThreads) topk_kernel(TopK p) {
       }
     }
     __syncthreads();
-    if (tid < 32) {
-      // Lane l owns buckets 255-8l .. 248-8l (descending); suffix counts from the top.
-      uint32_t c[8], local = 0;
-#pragma unroll
-      for (int j = 0; j < 8; ++j) {
-        c[j] = hist[255 - 8 * lane - j];
-        local += c[j];
-      }
-      uint32_t incl = local;
-#pragma unroll
-      for (int o = 1; o < 32; o <<= 1) {
-        const uint32_t y = __shfl_up_sync(0xffffffffu, incl, o);
-        if (lane >= o) incl += y;
-      }
-      uint32_t above = incl - local;
-      if (above < need && incl >= need) {
-#pragma unroll
-        for (int j = 0; j < 8; ++j) {
-          if (above < need && above + c[j] >= need) {
-            s_bucket = 255 - 8 * lane - j;
-            s_above = above;
-          }
-          above += c[j];
-        }
-      }
-    }
+    if (tid < 32) threshold_bucket(hist, need, lane, &s_bucket, &s_above);
     __syncthreads();
     prefix |= s_bucket << shift;
     mask |= 255u << shift;
@@ -273,32 +278,7 @@ __global__ void __launch_bounds__(kThreads, 1) topk_cluster_kernel(TopK p) {
       tot[tid] = s;
     }
     __syncthreads();
-    if (tid < 32) {
-      // Lane l owns buckets 255-8l .. 248-8l (descending); suffix counts from the top.
-      uint32_t c[8], local = 0;
-#pragma unroll
-      for (int j = 0; j < 8; ++j) {
-        c[j] = tot[255 - 8 * lane - j];
-        local += c[j];
-      }
-      uint32_t incl = local;
-#pragma unroll
-      for (int o = 1; o < 32; o <<= 1) {
-        const uint32_t y = __shfl_up_sync(0xffffffffu, incl, o);
-        if (lane >= o) incl += y;
-      }
-      uint32_t above = incl - local;
-      if (above < need && incl >= need) {
-#pragma unroll
-        for (int j = 0; j < 8; ++j) {
-          if (above < need && above + c[j] >= need) {
-            s_bucket = 255 - 8 * lane - j;
-            s_above = above;
-          }
-          above += c[j];
-        }
-      }
-    }
+    if (tid < 32) threshold_bucket(tot, need, lane, &s_bucket, &s_above);
     __syncthreads();
     prefix |= s_bucket << shift;
     mask |= 255u << shift;
