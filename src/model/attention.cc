@@ -46,19 +46,12 @@ Tensor run_indexer(const LayerContext& ctx, const LayerWeights& w, int64_t layer
   ops.act_quant({q.ptr<bf16>(), q8.ptr<fp8>(), qs.ptr<float>(), S * ih, D});
   Tensor k8 = be.alloc(DType::F8_E4M3, {S, D}), ks = be.alloc(DType::F32, {S});
   ops.act_quant({k.ptr<bf16>(), k8.ptr<fp8>(), ks.ptr<float>(), S, D});
-  // Cache write: page p holds [page_size*D fp8][page_size fp32 scales].
+  // Cache write: page p holds [page_size*D fp8][page_size fp32 scales] (offsets: Model::run).
   KvCache& kv = *rows.kv;
-  const int64_t ps = kv.page_size(), pb = kv.index_page_bytes();
+  const int64_t ps = kv.page_size();
   uint8_t* pool = kv.index(layer);
-  std::vector<int64_t> koff(static_cast<size_t>(S)), soff(static_cast<size_t>(S));
-  for (int64_t s = 0; s < S; ++s) {
-    const int64_t page = rows.write_row[s] / ps, slot = rows.write_row[s] % ps;
-    koff[s] = page * pb + slot * D;
-    soff[s] = page * pb + ps * D + 4 * slot;
-  }
-  const Tensor ko = be.upload(koff, DType::I64), so = be.upload(soff, DType::I64);
-  ops.copy_rows({k8.ptr<uint8_t>(), pool, nullptr, ko.ptr<int64_t>(), D, 0, D, S});
-  ops.copy_rows({ks.ptr<uint8_t>(), pool, nullptr, so.ptr<int64_t>(), 4, 0, 4, S});
+  ops.copy_rows({k8.ptr<uint8_t>(), pool, nullptr, rows.index_off[0].ptr<int64_t>(), D, 0, D, S});
+  ops.copy_rows({ks.ptr<uint8_t>(), pool, nullptr, rows.index_off[1].ptr<int64_t>(), 4, 0, 4, S});
   if (!score) return {};
   // Head weights: fp32 weights_proj(fp32 x) * ih^-0.5, then * q_scale * D^-0.5 (left to right).
   Tensor x32 = be.alloc(DType::F32, {S, H});
@@ -69,10 +62,8 @@ Tensor run_indexer(const LayerContext& ctx, const LayerWeights& w, int64_t layer
                        float(std::pow(double(D), -0.5))});
   dump_f32(ctx, layer, "indexer.weights", wts.ptr<float>(), {ih});
   // Scores over the visible keys 0..pos, then top-k.
-  std::vector<int32_t> ends(static_cast<size_t>(S));
-  int64_t end = 0;
-  for (int64_t s = 0; s < S; ++s) end = std::max<int64_t>(end, ends[s] = rows.pos[s] + 1);
-  const Tensor ends_dev = be.upload(ends, DType::I32);
+  const int64_t end = rows.max_end;
+  const Tensor& ends_dev = rows.ends_dev;
   Tensor scores = be.alloc(DType::F32, {S, end});
   ops.indexer_logits({q8.ptr<fp8>(), wts.ptr<float>(),
                       {pool, rows.block_table_dev.ptr<int32_t>(), rows.maxb, ps, D, kv.capacity()},
@@ -80,7 +71,7 @@ Tensor run_indexer(const LayerContext& ctx, const LayerWeights& w, int64_t layer
   const std::string sname = fmt::format("l{}.index_scores", layer);
   if (ctx.opt.dump && ctx.opt.dump->wants(sname)) {
     const auto host = be.to_host<float>(scores);
-    for (int64_t s = 0; s < S; ++s) ctx.opt.dump->add_ragged(sname, host.data() + s * end, ends[s], -INFINITY);
+    for (int64_t s = 0; s < S; ++s) ctx.opt.dump->add_ragged(sname, host.data() + s * end, rows.pos[s] + 1, -INFINITY);
   }
   const int64_t K = c.index_topk;
   Tensor idx = be.alloc(DType::I32, {S, K});
@@ -169,11 +160,10 @@ Tensor run_attention(const LayerContext& ctx, const LayerWeights& w, int64_t lay
   ops.act_quant({cn.ptr<bf16>(), c8.ptr<fp8>(), cs.ptr<float>(), S, L});
   uint8_t* lcache = rows.kv->latent(layer);
   {
-    const Tensor o0 = offsets(be, rows.write_row, lb, 0), o1 = offsets(be, rows.write_row, lb, lay.scale_off()),
-                 o2 = offsets(be, rows.write_row, lb, lay.rope_off());
-    ops.copy_rows({c8.ptr<uint8_t>(), lcache, nullptr, o0.ptr<int64_t>(), L, 0, L, S});
-    ops.copy_rows({cs.ptr<uint8_t>(), lcache, nullptr, o1.ptr<int64_t>(), 4 * nsb, 0, 4 * nsb, S});
-    ops.copy_rows({kv.ptr<uint8_t>() + 2 * L, lcache, nullptr, o2.ptr<int64_t>(), 2 * (L + R), 0, 2 * R, S});
+    const Tensor* o = rows.latent_off;  // fp8 part, scales, rope (Model::run)
+    ops.copy_rows({c8.ptr<uint8_t>(), lcache, nullptr, o[0].ptr<int64_t>(), L, 0, L, S});
+    ops.copy_rows({cs.ptr<uint8_t>(), lcache, nullptr, o[1].ptr<int64_t>(), 4 * nsb, 0, 4 * nsb, S});
+    ops.copy_rows({kv.ptr<uint8_t>() + 2 * L, lcache, nullptr, o[2].ptr<int64_t>(), 2 * (L + R), 0, 2 * R, S});
   }
   if (ctx.opt.dump) {
     // Dequantised latent (what the reference keeps in its bf16 cache) and the roped k_pe.

@@ -18,6 +18,11 @@ struct Model::Rows {
   std::vector<int32_t> block_table;    // [S, maxb] page ids of each row's sequence
   std::vector<int64_t> write_row;      // [S] physical latent row of each new token
   Tensor block_table_dev, pos_dev;     // backend copies of block_table and pos
+  // Per call, the same for every layer (each layer's pools share one layout):
+  int64_t max_end = 0;                 // max(pos) + 1
+  Tensor ends_dev;                     // [S] pos + 1: visible keys of each row (indexer, top-k)
+  Tensor index_off[2];                 // [S] byte offsets of the new tokens' index key / scale
+  Tensor latent_off[3];                // [S] byte offsets of their latent fp8 part / scales / rope
 };
 
 struct LayerContext {

@@ -171,6 +171,25 @@ std::vector<float> Model::run(Rows& rows, const std::vector<int32_t>& tokens, co
   const ops::OpTable& ops = be.ops();
   rows.block_table_dev = be.upload(rows.block_table, DType::I32);
   rows.pos_dev = be.upload(rows.pos, DType::I32);
+  {  // cache-write offsets and row ends, once for all layers
+    const int64_t D = kv.index_dim(), pb = kv.index_page_bytes(), lb = kv.latent_layout().row_bytes();
+    std::vector<int32_t> ends(static_cast<size_t>(S));
+    std::vector<int64_t> off[5];
+    for (auto& o : off) o.resize(static_cast<size_t>(S));
+    for (int64_t s = 0; s < S; ++s) {
+      ends[s] = rows.pos[s] + 1;
+      const int64_t r = rows.write_row[s], page = r / ps, slot = r % ps;
+      off[0][s] = page * pb + slot * D;
+      off[1][s] = page * pb + ps * D + 4 * slot;
+      off[2][s] = r * lb;
+      off[3][s] = r * lb + kv.latent_layout().scale_off();
+      off[4][s] = r * lb + kv.latent_layout().rope_off();
+    }
+    rows.max_end = max_end;
+    rows.ends_dev = be.upload(ends, DType::I32);
+    for (int i = 0; i < 2; ++i) rows.index_off[i] = be.upload(off[i], DType::I64);
+    for (int i = 0; i < 3; ++i) rows.latent_off[i] = be.upload(off[2 + i], DType::I64);
+  }
   ensure_rope(max_end);
   if (opt.record) opt.record->layers.assign(cfg_.num_hidden_layers, {});
 
