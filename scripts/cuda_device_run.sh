@@ -13,7 +13,8 @@
 # are rewritten to that prefix, and CMake / pkg-config / the loader are pointed at it. If the root
 # configure still fails, src/ops/cuda is configured standalone (fmt headers + googletest sources
 # from build-cudadeps/) and only the kernel tests run.
-# Env: SKIP_BENCH=1 skips the kernel sweep; BENCH_ARGS: extra `dsa bench` options for it (e.g.
+# Env: GTEST_FILTER runs only those cuda_ops_test cases (instead of ctest -L cuda); SKIP_RUNS=1
+# skips the golden / greedy-token runs; SKIP_BENCH=1 skips the kernel sweep; BENCH_ARGS: extra `dsa bench` options for it (e.g.
 # "--batches 1,128 --kernel-sweep roofline,layer"); CUDA_BENCH_ARGS: [SECTIONS] [BATCHES] for the
 # cuda_bench fallback; RUN_N (default 64) tokens for the speed runs.
 set -uo pipefail
@@ -70,11 +71,17 @@ log "build ok in $(( $(date +%s) - start )) s ($TARGETS)"
 # ---- tests (label cuda: kernel tests, golden_cuda_test, cuda_tokens_match_cpu)
 rc=0
 [ $ROOT_BUILD = 1 ] || TESTDIR=build-cuda
-(cd "$TESTDIR" && timeout 420 ctest -L cuda --output-on-failure -j2) >"$OUT/ctest.log" 2>&1 || rc=$?
-log "ctest -L cuda rc=$rc"
+if [ -n "${GTEST_FILTER:-}" ]; then  # quick iteration: only these kernel tests
+  T=$(find build-cuda -name cuda_ops_test -type f | head -1)
+  timeout 420 "$T" --gtest_filter="$GTEST_FILTER" >"$OUT/ctest.log" 2>&1 || rc=$?
+  log "cuda_ops_test --gtest_filter=$GTEST_FILTER rc=$rc"
+else
+  (cd "$TESTDIR" && timeout 420 ctest -L cuda --output-on-failure -j2) >"$OUT/ctest.log" 2>&1 || rc=$?
+  log "ctest -L cuda rc=$rc"
+fi
 grep -E "Test +#|tests passed|\[  FAILED|Failure|Expected|Which is" "$OUT/ctest.log" | head -60 | tee -a "$OUT/summary.txt"
 
-if [ $ROOT_BUILD = 1 ]; then
+if [ $ROOT_BUILD = 1 ] && [ "${SKIP_RUNS:-0}" != 1 ]; then
   # Golden figures (the test prints them); run directly so that the output is kept in full.
   (cd build-cuda && timeout 300 tests/golden_cuda_test) >"$OUT/golden_cuda.log" 2>&1 || log "golden_cuda_test rc=$?"
   grep -E "top-k:|experts:|logits\.|cos diff|PASSED|FAILED" "$OUT/golden_cuda.log" | tee -a "$OUT/summary.txt"

@@ -330,6 +330,33 @@ class Sweep {
     add_pct(r, "%mma_bf16", tflops, roof().mma_bf16);
     add_pct(r, "%bf16_sheet", tflops, roof().sheet_bf16);
     emit(std::move(r));
+    mla_prefill(S, T);  // and FlashMLA's other two contexts
+    for (int64_t ctx : {int64_t(32768), int64_t(131072)})
+      if (ctx > T) mla_prefill(S, ctx);
+  }
+
+  // Absorbed (MQA-mode) sparse prefill, the computation of FlashMLA's sparse prefill kernel: the
+  // same S queries and causal windows through sparse_mla_decode (FP8 latent cache of T rows, the
+  // warp-specialised decode kernel with S x 2 head-group CTAs). FLOPs as FlashMLA counts them.
+  void mla_prefill(int64_t S, int64_t T) {
+    const int64_t H = kHeads, K = std::min(kTopK, T);
+    const LatentLayout lay{kLora, kRope};
+    const std::string shape = fmt::format("S={} ctx={} h={} topk={}", S, ctx_label(T), H, K);
+    const size_t q_b = bytes_of({S, H, kLora}, 2), qp_b = bytes_of({S, H, kRope}, 2), i_b = bytes_of({S, K}, 4);
+    if (!fits(2 * q_b + qp_b + i_b + bytes_of({T, lay.row_bytes()}, 1), "sparse_mla_prefill", shape, S, T)) return;
+    int64_t valid = 0;
+    DeviceBuffer idx = upload(random_selection(S, K, [&](int64_t i) { return T - S + i + 1; }, 6, &valid));
+    DeviceBuffer cache = latent_cache(T, lay, 34);
+    DeviceBuffer qa = random_buffer(q_b, 0x3f, 35), qp = random_buffer(qp_b, 0x3f, 36), out(q_b);
+    const SparseMlaDecode p{qa.as<bf16>(), qp.as<bf16>(), cache.as<uint8_t>(), idx.as<int32_t>(), out.as<bf16>(),
+                            S, H, T, K, lay, kMlaScale};
+    const Timing tm = time([&] { sparse_mla_decode(p, nullptr); });
+    KernelBenchRow r = row("sparse_mla_prefill", shape, S, T, tm);
+    const double tflops = 2.0 * double(valid) * H * double(kLora + kRope + kLora) / tm.median_us / 1e6;
+    r.metrics.push_back({"TFLOPS", tflops});
+    add_pct(r, "%mma_bf16", tflops, roof().mma_bf16);
+    add_pct(r, "%bf16_sheet", tflops, roof().sheet_bf16);
+    emit(std::move(r));
   }
 
   void gemm() {

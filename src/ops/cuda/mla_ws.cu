@@ -76,23 +76,6 @@ static_assert((kRegWg0 + kRegWg1 + kRegProd) * 128 <= 168 * kThreads, "register 
 static_assert(kRegWg0 % 8 == 0 && kRegWg1 % 8 == 0 && kRegProd % 8 == 0);
 enum : int { kBarQ = 1, kBarPReady = 2, kBarPFree = 3, kBarEpi = 4 };
 
-// Development only (-DDSA_MLA_WS_TRACE on this file): clock64 stamps of CTA (0, 0, 0) per tile,
-// read back with detail::mla_ws_trace(); slots 8 i + e (WG0), 512 + 4 i + e (producer),
-// 768 + 4 i + e (WG1). Compiled out otherwise.
-#ifdef DSA_MLA_WS_TRACE
-__device__ unsigned long long ws_trace_buf[1024];
-#define WS_T(tid_, slot_)                                                                   \
-  do {                                                                                      \
-    if (threadIdx.x == (tid_) && blockIdx.x == 0 && blockIdx.y == 0 && blockIdx.z == 0 &&  \
-        (slot_) < 1024)                                                                     \
-      ws_trace_buf[(slot_)] = clock64();                                                    \
-  } while (0)
-#else
-#define WS_T(tid_, slot_) \
-  do {                    \
-  } while (0)
-#endif
-
 // ---- PTX helpers (sm_90a)
 __device__ __forceinline__ uint32_t ws_saddr(const void* p) {
   return uint32_t(__cvta_generic_to_shared(p));
@@ -512,9 +495,7 @@ __global__ void __launch_bounds__(kThreads, 1)
       ws_issue(g, cache, rowA, lane);
       if (lane < 16 && rowB >= 0) ws_prefetch_l2(cache + int64_t(rowB) * kRowBytes, kRowBytes);
       const int32_t rowC = i + 2 < n ? ws_row(p, t0 + i + 2, pw, lane) : -1;
-      WS_T(256, 512 + 4 * i);
       ws_mbar_wait(bar_empty + 8 * b, ((i >> 1) & 1) ^ 1);
-      WS_T(256, 513 + 4 * i);
       const uint32_t kb = sK + b * kTile;
       ws_rope(cache, kb, rowA, pw, lane);
       const bool fast = __all_sync(0xffffffffu, ws_scale_fast(g.sc0) && ws_scale_fast(g.sc1));
@@ -522,11 +503,9 @@ __global__ void __launch_bounds__(kThreads, 1)
       if (!fast) ws_fixup(g.sc0, g.sc1, kb, pw, lane);
       const uint32_t vm = __ballot_sync(0xffffffffu, rowA >= 0) & 0xffffu;
       if (lane == 0) *reinterpret_cast<uint16_t*>(gb + kOffMask + 8 * b + 2 * pw) = uint16_t(vm);
-      WS_T(256, 514 + 4 * i);
       ws_cp_async_wait_all();
       ws_fence_async();
       ws_mbar_arrive(bar_full + 8 * b);
-      WS_T(256, 515 + 4 * i);
       rowA = rowB;
       rowB = rowC;
     }
@@ -654,27 +633,19 @@ __global__ void __launch_bounds__(kThreads, 1)
     rescale();
     for (int i = 1; i < n; ++i) {
       const int b = i & 1;
-      WS_T(0, 8 * i);
       issue_pv(sK + (b ^ 1) * kTile);  // PV0(i - 1)
       ws_mbar_wait(bar_full + 8 * b, (i >> 1) & 1);
-      WS_T(0, 8 * i + 1);
       issue_qk(sK + b * kTile);        // QK(i)
-      WS_T(0, 8 * i + 2);
       ws_wg_wait<1>();                 // PV0(i - 1) retired
       ws_fence_regs(o);
-      WS_T(0, 8 * i + 3);
       ws_mbar_arrive(bar_empty + 8 * (b ^ 1));
       ws_wg_wait<0>();                 // QK(i) retired
       ws_fence_regs(sn);
       ws_fence_regs(sr);
-      WS_T(0, 8 * i + 4);
       softmax(b);
-      WS_T(0, 8 * i + 5);
       ws_bar_sync(kBarPFree, 256);     // WG1 is done with P(i - 1)
-      WS_T(0, 8 * i + 6);
       publish();
       rescale();
-      WS_T(0, 8 * i + 7);
     }
     issue_pv(sK + ((n - 1) & 1) * kTile);  // PV0(n - 1)
     ws_wg_wait<0>();
@@ -710,9 +681,7 @@ __global__ void __launch_bounds__(kThreads, 1)
     for (int i = 0; i < n; ++i) {
       const int b = i & 1;
       const uint32_t kb = sK + b * kTile;
-      WS_T(128, 768 + 4 * i);
       ws_bar_sync(kBarPReady, 256);
-      WS_T(128, 769 + 4 * i);
       ws_mbar_wait(bar_full + 8 * b, (i >> 1) & 1);  // already complete (WG0 waited); orders the reads
       const float al0 = reinterpret_cast<const float*>(gb + kOffAlpha)[ra];
       const float al1 = reinterpret_cast<const float*>(gb + kOffAlpha)[ra + 8];
@@ -731,10 +700,8 @@ __global__ void __launch_bounds__(kThreads, 1)
       for (int kk = 0; kk < kKeys / 16; ++kk)
         ws_mma_pv_ss(o, ws_desc_lo(plo, kk * 32, 1024), ws_desc_lo(vlo, kk * 2048, 1024), 1u);
       ws_wg_commit();
-      WS_T(128, 770 + 4 * i);
       ws_wg_wait<0>();
       ws_fence_regs(o);
-      WS_T(128, 771 + 4 * i);
       ws_mbar_arrive(bar_empty + 8 * b);
       if (i + 1 < n) ws_bar_arrive(kBarPFree, 256);
     }
@@ -746,12 +713,6 @@ __global__ void __launch_bounds__(kThreads, 1)
 }
 
 }  // namespace
-
-#ifdef DSA_MLA_WS_TRACE
-void mla_ws_trace(unsigned long long* out) {
-  CUDA_CHECK(cudaMemcpyFromSymbol(out, ws_trace_buf, sizeof(ws_trace_buf)));
-}
-#endif
 
 bool mla_ws(const SparseMlaDecode& p, cudaStream_t stream) {
   if (p.layout.kv_lora != kL || p.layout.rope != kR || p.H % 16 != 0) return false;
