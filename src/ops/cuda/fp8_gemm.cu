@@ -214,6 +214,153 @@ __global__ void __launch_bounds__(128) fp8_gemm_kernel(WgJob j, bool vec) {
       }
 }
 
+// ---- Few token rows (decode): the weights must stream at memory speed. CTA = 8 warps; warp w
+// takes weight rows [8 (w / KS), +8) of the CTA's 64 / KS and K blocks w % KS + KS i, kGvU of them
+// in flight in registers; per iteration the CTA stages the token rows of its KS kGvU blocks in
+// shared memory. Per block, fp8_gemm_kernel's instruction sequence (tokens as the 16-row A operand,
+// same fragments, same 4 chained mma.sync) gives the same term d * (a_s * w_s); the terms go to
+// shared memory and one thread per output adds them in increasing block order, as the tiled kernel
+// does: bit-identical to it. KS (K split) grows with the number of K blocks.
+constexpr int kGvTok = 16, kGvU = 8;
+constexpr size_t kGvSmemMax = 220 * 1024;
+// tok: token rows a CTA can hold (<= 16, the smallest that covers the job's tiles).
+struct GvCfg {
+  int ks, tok;
+  size_t terms, smem;
+};
+GvCfg gv_cfg(int64_t K, int64_t tok) {
+  const int64_t nb = cdiv(K, kBlock);
+  const int ks = nb >= 64 ? 8 : nb >= 32 ? 4 : nb >= 16 ? 2 : 1;
+  const size_t terms = size_t(nb * tok) * 8 * (8 / ks) * 4;
+  return {ks, int(tok), terms, terms + size_t(tok) * kBlock * ks * kGvU};
+}
+
+// 32 bytes [k, k + 32) of row src (nullptr: zeros), zero past K.
+__device__ __forceinline__ void gv_load32(uint32_t (&w)[8], const uint8_t* src, int64_t K, int64_t k, bool vec) {
+  if (src && vec && k + 32 <= K) {
+    const uint4 x0 = __ldg(reinterpret_cast<const uint4*>(src + k));
+    const uint4 x1 = __ldg(reinterpret_cast<const uint4*>(src + k + 16));
+    w[0] = x0.x; w[1] = x0.y; w[2] = x0.z; w[3] = x0.w;
+    w[4] = x1.x; w[5] = x1.y; w[6] = x1.z; w[7] = x1.w;
+    return;
+  }
+  uint8_t b[32];
+#pragma unroll
+  for (int i = 0; i < 32; ++i) b[i] = src && k + i < K ? src[k + i] : 0;
+  memcpy(w, b, 32);
+}
+
+template <int KS>
+__global__ void __launch_bounds__(256) fp8_gemv_kernel(WgJob j, bool vec, size_t terms_bytes, int tok) {
+  constexpr int RG = 8 / KS, NR = 8 * RG, SPAN = KS * kGvU;  // rows per CTA, K blocks per iteration
+  extern __shared__ __align__(16) uint8_t gv_smem[];
+  float* part = reinterpret_cast<float*>(gv_smem);  // [nb][tok][NR] block terms
+  uint8_t* slab = gv_smem + terms_bytes;            // [tok][SPAN][128] token rows
+  __shared__ int s_misc[34];
+  __shared__ int32_t s_src[kGvTok];
+  const int64_t n0 = int64_t(blockIdx.x) * NR;
+  int64_t m0 = 0, mend = 0;
+  const fp8* W = nullptr;
+  const float* Ws = nullptr;
+  if (!job_tile<kGvTok>(j, s_misc, s_src, m0, mend, W, Ws)) return;
+  const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5, g = lane >> 2, tq = lane & 3;
+  const int rg = warp / KS, ks = warp % KS;
+  const int64_t K = j.K, nb = cdiv(K, kBlock), rows = imin(tok, mend - m0), nw = n0 + rg * 8 + g;
+  const uint8_t* wrow = nw < j.N ? reinterpret_cast<const uint8_t*>(W) + nw * K : nullptr;
+  const float* wsr = Ws + (n0 / kBlock) * nb;
+  const int32_t ra = s_src[g], rb = s_src[g + 8];
+  for (int64_t it0 = 0; it0 < nb; it0 += SPAN) {
+    uint32_t b[kGvU][8];
+#pragma unroll
+    for (int u = 0; u < kGvU; ++u) {
+      const int64_t kb = it0 + ks + u * KS;
+      if (kb < nb) gv_load32(b[u], wrow, K, kb * kBlock + tq * 32, vec);
+    }
+    // Token rows of this iteration's blocks, 16 bytes per step (rows past the tile: not read).
+    for (int64_t i = tid; i < rows * SPAN * 8; i += blockDim.x) {
+      const int r = int(i / (SPAN * 8)), kbl = int(i % (SPAN * 8)) / 8, c = int(i % 8);
+      const int64_t k = (it0 + kbl) * kBlock + c * 16;
+      const int32_t src = s_src[r];
+      uint4 v = make_uint4(0, 0, 0, 0);
+      if (src >= 0 && k < K) {
+        const uint8_t* sp = reinterpret_cast<const uint8_t*>(j.a) + int64_t(src) * K + k;
+        if (vec && k + 16 <= K) {
+          v = __ldg(reinterpret_cast<const uint4*>(sp));
+        } else {
+          uint8_t t[16];
+#pragma unroll
+          for (int e = 0; e < 16; ++e) t[e] = k + e < K ? sp[e] : 0;
+          memcpy(&v, t, 16);
+        }
+      }
+      *reinterpret_cast<uint4*>(slab + (r * SPAN + kbl) * kBlock + c * 16) = v;
+    }
+    __syncthreads();
+#pragma unroll
+    for (int u = 0; u < kGvU; ++u) {
+      const int kbl = ks + u * KS;
+      const int64_t kb = it0 + kbl;
+      if (kb >= nb) break;
+      uint32_t a0[8] = {}, a1[8] = {};  // token rows past the slab: zeros (their outputs are dropped)
+      if (g < rows) frag_words(slab + (g * SPAN + kbl) * kBlock, tq, a0);
+      if (g + 8 < rows) frag_words(slab + ((g + 8) * SPAN + kbl) * kBlock, tq, a1);
+      float d[4] = {0.0f, 0.0f, 0.0f, 0.0f};
+#pragma unroll
+      for (int kk = 0; kk < 4; ++kk) {
+        const uint32_t af[4] = {a0[2 * kk], a1[2 * kk], a0[2 * kk + 1], a1[2 * kk + 1]};
+        mma_fp8(d, af, b[u][2 * kk], b[u][2 * kk + 1]);
+      }
+      const float wsc = wsr[kb];
+      const float asc0 = ra >= 0 ? j.a_s[int64_t(ra) * nb + kb] : 0.0f;
+      const float asc1 = rb >= 0 ? j.a_s[int64_t(rb) * nb + kb] : 0.0f;
+      float* pt = part + kb * (tok * NR) + rg * 8;
+#pragma unroll
+      for (int r = 0; r < 4; ++r) {
+        const int t = g + (r >> 1) * 8;
+        if (t < rows) pt[t * NR + 2 * tq + (r & 1)] = __fmul_rn(d[r], __fmul_rn(r >> 1 ? asc1 : asc0, wsc));
+      }
+    }
+    __syncthreads();
+  }
+  // In-order sums, 8 terms loaded ahead of their adds.
+  for (int i = tid; i < rows * NR; i += blockDim.x) {
+    const int64_t m = m0 + i / NR, n = n0 + i % NR;
+    if (n >= j.N) continue;
+    const float* pi = part + i;
+    const int64_t st = tok * NR;
+    float acc = 0.0f;
+    int64_t kb = 0;
+    for (; kb + 8 <= nb; kb += 8) {
+      float v[8];
+#pragma unroll
+      for (int e = 0; e < 8; ++e) v[e] = pi[(kb + e) * st];
+#pragma unroll
+      for (int e = 0; e < 8; ++e) acc = __fadd_rn(acc, v[e]);
+    }
+    for (; kb < nb; ++kb) acc = __fadd_rn(acc, pi[kb * st]);
+    j.y[m * j.ldy + n].bits = f2bf(acc);
+  }
+}
+
+template <int KS>
+void launch_gemv_ks(const WgJob& j, int64_t tiles, bool vec, const GvCfg& c, cudaStream_t stream) {
+  static bool configured = false;
+  if (!configured) {
+    CUDA_CHECK(cudaFuncSetAttribute(fp8_gemv_kernel<KS>, cudaFuncAttributeMaxDynamicSharedMemorySize, int(kGvSmemMax)));
+    configured = true;
+  }
+  const dim3 grid(unsigned(ceil_div(j.N, 64 / KS)), unsigned(tiles));
+  fp8_gemv_kernel<KS><<<grid, 256, c.smem, stream>>>(j, vec, c.terms, c.tok);
+  CUDA_CHECK_LAUNCH();
+}
+void launch_gemv(const WgJob& j, int64_t tiles, bool vec, const GvCfg& c, cudaStream_t stream) {
+  DSA_CUDA_REQUIRE(tiles <= 65535, "fp8_gemm: too many token tiles");
+  if (c.ks == 8) launch_gemv_ks<8>(j, tiles, vec, c, stream);
+  else if (c.ks == 4) launch_gemv_ks<4>(j, tiles, vec, c, stream);
+  else if (c.ks == 2) launch_gemv_ks<2>(j, tiles, vec, c, stream);
+  else launch_gemv_ks<1>(j, tiles, vec, c, stream);
+}
+
 // ---- wgmma kernel. CTA = NWG warpgroups; weight rows [n0, n0 + 64 NWG) x tokens [m0, m0 + TN).
 constexpr int kGStages = 4;
 template <int NWG, int TN>
@@ -369,6 +516,10 @@ void fp8_gemm(const Fp8Gemm& p, cudaStream_t stream) {
   const bool vec = p.K % 16 == 0 && (reinterpret_cast<uintptr_t>(p.a) & 15) == 0 &&
                    (reinterpret_cast<uintptr_t>(p.w) & 15) == 0;
   const WgJob j{p.a, p.a_s, nullptr, nullptr, nullptr, nullptr, p.w, p.w_s, p.y, 1, p.M, p.N, p.K, p.ldy};
+  if (const GvCfg c = gv_cfg(p.K, p.M); p.M <= kGvTok && c.smem <= kGvSmemMax) {  // decode: memory-bound
+    launch_gemv(j, 1, vec, c, stream);
+    return;
+  }
   if (vec && fp8_wgmma()) {
     // Token tile: the smallest of 16/32/64/128 covering M, halved while fewer than ~2 CTAs per
     // SM would run (few weight rows, e.g. an expert: more token tiles re-read the weights from
@@ -394,6 +545,11 @@ void grouped_fp8_gemm(const GroupedFp8Gemm& p, cudaStream_t stream) {
   // ceil(R / tile) + min(G, R) bounds the tile count (extra CTAs exit at once).
   const int64_t busy = std::min(p.G, p.R);
   const bool vec = p.K % 16 == 0 && (reinterpret_cast<uintptr_t>(p.a) & 15) == 0;
+  if (const GvCfg c = gv_cfg(p.K, std::min<int64_t>(kGvTok, p.R));
+      ceil_div(p.R, busy) <= kGvTok && c.smem <= kGvSmemMax) {  // few rows per group (decode)
+    launch_gemv(j, ceil_div(p.R, int64_t(kGvTok)) + busy, vec, c, stream);
+    return;
+  }
   if (vec && fp8_wgmma()) {
     const int64_t mean = ceil_div(p.R, busy), tn = tile_for(mean);  // tile from the mean group size
     launch_tile(j, tn, mean > 128, ceil_div(p.R, tn) + busy, stream);

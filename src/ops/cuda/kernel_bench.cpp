@@ -364,8 +364,10 @@ class Sweep {
       int64_t M, N, K;
       const char* what;
     };
-    for (G s : {G{128, 24576, 1536, "wq_b"}, G{4096, 24576, 1536, "wq_b"}, G{4096, 7168, 16384, "wo"},
-                G{4096, 2048, 7168, "expert_w1"}, G{128, 2048, 7168, "expert_w1"}}) {
+    // Decode (M = 1, 8: memory-bound, TB/s of weights counts) and prefill shapes.
+    for (G s : {G{1, 24576, 1536, "wq_b"}, G{1, 7168, 16384, "wo"}, G{8, 7168, 16384, "wo"},
+                G{1, 2048, 7168, "expert_w1"}, G{128, 24576, 1536, "wq_b"}, G{4096, 24576, 1536, "wq_b"},
+                G{4096, 7168, 16384, "wo"}, G{4096, 2048, 7168, "expert_w1"}, G{128, 2048, 7168, "expert_w1"}}) {
       const std::string shape = fmt::format("{} {}x{}x{}", s.what, s.M, s.N, s.K);
       const int64_t kb = ceil_div(s.K, kBlock);
       DeviceBuffer a = random_buffer(bytes_of({s.M, s.K}, 1), 0x77, 1);  // 0x77: finite e4m3
@@ -380,6 +382,9 @@ class Sweep {
       r.metrics.push_back({"TFLOPS", tflops});
       add_pct(r, "%mma_fp8", tflops, roof().mma_fp8);
       add_pct(r, "%fp8_sheet", tflops, roof().sheet_fp8);
+      const double tbs = double(s.N) * double(s.K) / t.median_us / 1e6;  // weight bytes
+      r.metrics.push_back({"weights_TB/s", tbs});
+      add_pct(r, "%HBM_meas", tbs, roof().read_tbs);
       emit(std::move(r));
     }
   }

@@ -47,6 +47,31 @@ TEST(CudaGemm, Fp8Gemm) {
   }
 }
 
+// M <= 16 takes the decode kernel (fp8_gemv_kernel), M > 16 the tiled one; per output row both run
+// the same instruction sequence, so the first rows of an M = 17 product are the bits of the small-M
+// product. K = 16384 / 18432 are V3.2's wo and dense w2; K = 300 / 208 take the scalar loads.
+TEST(CudaGemm, Fp8GemvBitIdenticalToTiledKernel) {
+  struct Shape { int64_t M, N, K; };
+  for (Shape sh : {Shape{1, 384, 1536}, Shape{3, 129, 16384}, Shape{16, 200, 300}, Shape{8, 7, 208},
+                   Shape{2, 1000, 18432}, Shape{11, 64, 128}}) {
+    const int64_t M2 = 17, nb = ceil_div(sh.K, 128), nbn = ceil_div(sh.N, 128);
+    auto a = rand_fp8(size_t(M2 * sh.K)), w = rand_fp8(size_t(sh.N * sh.K));
+    std::vector<float> as(size_t(M2 * nb)), ws(size_t(nbn * nb));
+    for (auto& v : as) v = std::ldexp(1.0f, int(rng()() % 8) - 10) * (rng()() % 3 ? 1.0f : 1.37f);
+    for (auto& v : ws) v = std::ldexp(1.0f, int(rng()() % 8) - 10);
+    DevBuf<fp8> da(a), dw(w);
+    DevBuf<float> das(as), dws(ws);
+    DevBuf<bf16> small(size_t(sh.M * sh.N)), big(size_t(M2 * sh.N));
+    small.poison();
+    big.poison();
+    fp8_gemm({da.p, das.p, dw.p, dws.p, small.p, sh.M, sh.N, sh.K, sh.N}, nullptr);
+    fp8_gemm({da.p, das.p, dw.p, dws.p, big.p, M2, sh.N, sh.K, sh.N}, nullptr);
+    const auto ys = small.down(), yb = big.down();
+    for (int64_t i = 0; i < sh.M * sh.N; ++i)
+      ASSERT_EQ(ys[size_t(i)].bits, yb[size_t(i)].bits) << i << " shape " << sh.M << "x" << sh.N << "x" << sh.K;
+  }
+}
+
 TEST(CudaGemm, LinearF32) {  // fp32 accumulate vs double: K * 2^-24 * Σ|x w|
   // GEMV path (M <= 8, K % 8 == 0) and the tiled kernel (K % 8 != 0 or M > 8).
   struct Shape { int64_t M, N, K; };

@@ -120,7 +120,9 @@ TEST(CudaMoe, GroupedFp8Gemm) {
   };
   for (const Case& c : {Case{{0, 1, 0, 3, 150, 0, 1}, 200, 512, 200, 0}, Case{{1, 1, 1, 1, 1, 1, 1, 1}, 384, 1536, 384, 0},
                         Case{{0, 0, 300, 2, 0}, 129, 208, 131, 5}, Case{{17, 0, 64, 129, 1}, 256, 2048, 264, 3},
-                        Case{{0, 0, 0, 4}, 64, 128, 64, 0}}) {
+                        Case{{0, 0, 0, 4}, 64, 128, 64, 0},
+                        // few rows per group (decode kernel), one group over two 16-row tiles
+                        Case{{20, 1, 1, 1, 1, 1, 0, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1}, 129, 300, 131, 2}}) {
     const int64_t G = int64_t(c.sizes.size()), nb = ceil_div(c.K, 128), nbn = ceil_div(c.N, 128);
     std::vector<int32_t> off = {0};
     for (int32_t n : c.sizes) off.push_back(off.back() + n);
