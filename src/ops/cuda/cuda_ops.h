@@ -50,6 +50,14 @@ void topk(const TopK& p, cudaStream_t stream);
 void sparse_mha_prefill(const SparseMhaPrefill& p, cudaStream_t stream);
 // Fast path: kv_lora % 64 == 0, rope % 16 == 0, H % 16 == 0 (bf16 MMA). idx >= N counts as -1.
 void sparse_mla_decode(const SparseMlaDecode& p, cudaStream_t stream);
+// sparse_mla_decode's kernel choice, for tests and benchmarks. kernel: 0 = the fastest that fits,
+// 1 = skip the warp-specialised kernel (fused), 2 = two-pass only; splits > 0 forces the key-split
+// count of the split-K kernels. Initial values from DSA_MLA_KERNEL=fused|twopass, DSA_MLA_SPLITS=n.
+struct MlaOptions {
+  int kernel = 0;
+  int64_t splits = 0;
+};
+MlaOptions& mla_options();
 void head_matmul(const HeadMatmul& p, cudaStream_t stream);
 void moe_gate(const MoeGate& p, cudaStream_t stream);
 // Routing table in one single-block launch (stable counting sort, deterministic); out-of-range

@@ -337,11 +337,8 @@ template <int L, int R>
 void launch(const SparseMlaDecode& p, cudaStream_t stream) {
   using C = Cfg<L, R>;
   const int64_t hg = cdiv(p.H, kHeads), tiles = cdiv(p.K, kKeys), work = p.S * hg;
-  // Split the keys so that ~1 wave of CTAs fills the chip; DSA_MLA_SPLITS=n overrides (bench).
-  static const int64_t forced = [] {
-    const char* e = std::getenv("DSA_MLA_SPLITS");
-    return e ? std::atoll(e) : int64_t(0);
-  }();
+  // Split the keys so that ~1 wave of CTAs fills the chip; mla_options().splits overrides.
+  const int64_t forced = mla_options().splits;
   int64_t splits = 1;
   if (forced > 0) splits = std::min<int64_t>(tiles, std::min<int64_t>(128, forced));
   else if (work < 100) splits = std::min<int64_t>(tiles, std::min<int64_t>(128, cdiv(132, work)));

@@ -1,5 +1,6 @@
 // sparse_mla_decode, part 2 and entry point: o_lat = bf16(Σ_j p_j · c_j) by bf16 MMA over gathered
 // latent rows (dequantised, transposed into shared memory), split over keys when the batch is small.
+#include <algorithm>
 #include <cmath>
 #include <cstdlib>
 #include <cstring>
@@ -107,11 +108,8 @@ void sparse_mla_decode(const SparseMlaDecode& p, cudaStream_t stream) {
   DSA_CUDA_REQUIRE(L % kDims == 0 && R % 16 == 0 && p.H % 16 == 0 && lat_row_bytes(p.layout) % 4 == 0,
                    "sparse_mla_decode: needs kv_lora % 64 == 0, rope % 16 == 0, H % 16 == 0");
   DSA_CUDA_REQUIRE(p.S <= 65535, "sparse_mla_decode: S > 65535");
-  // DSA_MLA_KERNEL (read at every call, so a bench can switch between runs): "fused" skips the
-  // warp-specialised kernel, "twopass" also the fused one; unset or anything else: fastest that fits.
-  const char* kern = std::getenv("DSA_MLA_KERNEL");
-  const bool no_ws = kern && (std::strcmp(kern, "fused") == 0 || std::strcmp(kern, "twopass") == 0);
-  const bool no_fused = kern && std::strcmp(kern, "twopass") == 0;
+  const int kern = mla_options().kernel;  // 1: skip the warp-specialised kernel, 2: also the fused one
+  const bool no_ws = kern >= 1, no_fused = kern >= 2;
   if (!no_ws && mla_ws(p, stream)) return;         // V3.2 layout on sm_90: wgmma, warp-specialised
   if (!no_fused && mla_fused(p, stream)) return;   // V3.2-like layouts: one fused kernel (+ combine)
   const int64_t Kp = mla_kpad(p.K), tiles = Kp / kKeys;
@@ -133,6 +131,17 @@ void sparse_mla_decode(const SparseMlaDecode& p, cudaStream_t stream) {
     mla_reduce_kernel<<<unsigned(ceil_div(n, 256)), 256, 0, stream>>>(partial, p.o_lat, n, int(splits));
     CUDA_CHECK_LAUNCH();
   }
+}
+
+MlaOptions& mla_options() {
+  static MlaOptions o = [] {
+    MlaOptions m;
+    if (const char* k = std::getenv("DSA_MLA_KERNEL"))
+      m.kernel = std::strcmp(k, "fused") == 0 ? 1 : std::strcmp(k, "twopass") == 0 ? 2 : 0;
+    if (const char* n = std::getenv("DSA_MLA_SPLITS")) m.splits = std::max<int64_t>(0, std::atoll(n));
+    return m;
+  }();
+  return o;
 }
 
 }  // namespace dsa::ops::cuda

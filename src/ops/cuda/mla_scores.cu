@@ -65,30 +65,23 @@ __global__ void __launch_bounds__(kWarps * 32) mla_score_kernel(SparseMlaDecode 
     float acc1[4][4] = {}, acc2[4][4] = {};
     const uint16_t* qa = qs + (warp * 16 + g) * ld + 2 * t4;
     const uint16_t* kb = ks + g * ld + 2 * t4;
-    for (int64_t k0 = 0; k0 < L; k0 += 16) {
-      const uint32_t a0 = *reinterpret_cast<const uint32_t*>(qa + k0);
-      const uint32_t a1 = *reinterpret_cast<const uint32_t*>(qa + 8 * ld + k0);
-      const uint32_t a2 = *reinterpret_cast<const uint32_t*>(qa + k0 + 8);
-      const uint32_t a3 = *reinterpret_cast<const uint32_t*>(qa + 8 * ld + k0 + 8);
+    // Dims [k_lo, k_hi) of the 16 x 32 score tile into acc (latent and rope dims summed apart).
+    auto qk = [&](float (&acc)[4][4], int64_t k_lo, int64_t k_hi) {
+      for (int64_t k0 = k_lo; k0 < k_hi; k0 += 16) {
+        const uint32_t a0 = *reinterpret_cast<const uint32_t*>(qa + k0);
+        const uint32_t a1 = *reinterpret_cast<const uint32_t*>(qa + 8 * ld + k0);
+        const uint32_t a2 = *reinterpret_cast<const uint32_t*>(qa + k0 + 8);
+        const uint32_t a3 = *reinterpret_cast<const uint32_t*>(qa + 8 * ld + k0 + 8);
 #pragma unroll
-      for (int nt = 0; nt < 4; ++nt) {
-        const uint16_t* b = kb + nt * 8 * ld + k0;
-        mma_bf16(acc1[nt], a0, a1, a2, a3, *reinterpret_cast<const uint32_t*>(b),
-                 *reinterpret_cast<const uint32_t*>(b + 8));
+        for (int nt = 0; nt < 4; ++nt) {
+          const uint16_t* b = kb + nt * 8 * ld + k0;
+          mma_bf16(acc[nt], a0, a1, a2, a3, *reinterpret_cast<const uint32_t*>(b),
+                   *reinterpret_cast<const uint32_t*>(b + 8));
+        }
       }
-    }
-    for (int64_t k0 = L; k0 < D; k0 += 16) {
-      const uint32_t a0 = *reinterpret_cast<const uint32_t*>(qa + k0);
-      const uint32_t a1 = *reinterpret_cast<const uint32_t*>(qa + 8 * ld + k0);
-      const uint32_t a2 = *reinterpret_cast<const uint32_t*>(qa + k0 + 8);
-      const uint32_t a3 = *reinterpret_cast<const uint32_t*>(qa + 8 * ld + k0 + 8);
-#pragma unroll
-      for (int nt = 0; nt < 4; ++nt) {
-        const uint16_t* b = kb + nt * 8 * ld + k0;
-        mma_bf16(acc2[nt], a0, a1, a2, a3, *reinterpret_cast<const uint32_t*>(b),
-                 *reinterpret_cast<const uint32_t*>(b + 8));
-      }
-    }
+    };
+    qk(acc1, 0, L);
+    qk(acc2, L, D);
 #pragma unroll
     for (int nt = 0; nt < 4; ++nt) {
 #pragma unroll

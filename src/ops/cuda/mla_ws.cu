@@ -731,11 +731,10 @@ bool mla_ws(const SparseMlaDecode& p, cudaStream_t stream) {
   }();
   if (sms == 0) return false;
   const int64_t tiles = cdiv(p.K, kKeys), hg = cdiv(p.H, kHeads), work = p.S * hg, rows = p.S * p.H;
-  // Splits: DSA_MLA_SPLITS=n forces (tests, bench); otherwise the count with the least estimated
+  // Splits: mla_options().splits forces (tests, bench); otherwise the count with the least estimated
   // time in tile units: waves x (tiles per split + ~1.5 of prologue / epilogue), plus for splits > 1
   // a combine launch and the partials written + read (~9 MB per tile time, mostly L2).
-  const char* fe = std::getenv("DSA_MLA_SPLITS");
-  const int64_t forced = fe ? std::atoll(fe) : 0, smax = std::min<int64_t>(tiles, 128);
+  const int64_t forced = mla_options().splits, smax = std::min<int64_t>(tiles, 128);
   int64_t splits = 1;
   if (forced > 0) {
     splits = std::min(smax, forced);

@@ -60,6 +60,17 @@ __device__ __forceinline__ uint32_t block_scan(uint32_t v, uint32_t* warp_tot, u
   return r;
 }
 
+// Scores [i0, i0 + 4) of a row of e (zeros past e); one 16-byte load when aligned and whole.
+__device__ __forceinline__ void load4(const float* sc, int64_t i0, int64_t e, bool vec, float (&v)[4]) {
+  if (vec && i0 + 4 <= e) {
+    const float4 f = *reinterpret_cast<const float4*>(sc + i0);
+    v[0] = f.x; v[1] = f.y; v[2] = f.z; v[3] = f.w;
+    return;
+  }
+#pragma unroll
+  for (int j = 0; j < 4; ++j) v[j] = i0 + j < e ? sc[i0 + j] : 0.0f;
+}
+
 // Warp 0: the bucket holding the need-th largest key of a 256-bucket histogram, and how many
 // keys lie in the buckets above it. Lane l owns buckets 255-8l .. 248-8l (descending); suffix
 // counts from the top; exactly one lane writes the result.
@@ -113,13 +124,7 @@ __global__ void __launch_bounds__(kThreads) topk_kernel(TopK p) {
     const int64_t e_pad = (e + 4 * kThreads - 1) / (4 * kThreads) * (4 * kThreads);
     for (int64_t i0 = 4 * tid; i0 < e_pad; i0 += 4 * kThreads) {
       float v[4];
-      if (vec && i0 + 4 <= e) {
-        const float4 f = *reinterpret_cast<const float4*>(sc + i0);
-        v[0] = f.x; v[1] = f.y; v[2] = f.z; v[3] = f.w;
-      } else {
-#pragma unroll
-        for (int j = 0; j < 4; ++j) v[j] = i0 + j < e ? sc[i0 + j] : 0.0f;
-      }
+      load4(sc, i0, e, vec, v);
 #pragma unroll
       for (int j = 0; j < 4; ++j) {
         uint32_t b = 0xffffffffu;
@@ -151,13 +156,7 @@ __global__ void __launch_bounds__(kThreads) topk_kernel(TopK p) {
     const int64_t i0 = c0 + 4 * tid;
     uint32_t fl[4], cg = 0, ce = 0;
     float v[4];
-    if (vec && i0 + 4 <= e) {
-      const float4 f = *reinterpret_cast<const float4*>(sc + i0);
-      v[0] = f.x; v[1] = f.y; v[2] = f.z; v[3] = f.w;
-    } else {
-#pragma unroll
-      for (int j = 0; j < 4; ++j) v[j] = i0 + j < e ? sc[i0 + j] : 0.0f;
-    }
+    load4(sc, i0, e, vec, v);
 #pragma unroll
     for (int j = 0; j < 4; ++j) {
       fl[j] = 0;

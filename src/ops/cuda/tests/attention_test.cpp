@@ -4,8 +4,6 @@
 #include <climits>
 #include <cstring>
 #include <cstdlib>
-#include <optional>
-#include <string>
 
 #include "ops/cuda/tests/test_util.h"
 
@@ -13,20 +11,11 @@ namespace dsa::ops::cuda::test {
 namespace {
 const OpTable& R = ref_ops();
 
-// Sets (or with value == nullptr unsets) an environment variable for the scope: DSA_MLA_SPLITS and
-// DSA_MLA_KERNEL are read at every sparse_mla_decode call.
-struct ScopedEnv {
-  std::string name;
-  std::optional<std::string> old;
-  ScopedEnv(const char* n, const char* value) : name(n) {
-    if (const char* o = std::getenv(n)) old = o;
-    if (value) setenv(n, value, 1);
-    else unsetenv(n);
-  }
-  ~ScopedEnv() {
-    if (old) setenv(name.c_str(), old->c_str(), 1);
-    else unsetenv(name.c_str());
-  }
+// Forces sparse_mla_decode's kernel choice (mla_options()) for the scope.
+struct ScopedMla {
+  MlaOptions old = mla_options();
+  ScopedMla(int kernel, int64_t splits) { mla_options() = {kernel, splits}; }
+  ~ScopedMla() { mla_options() = old; }
 };
 
 // The device op treats idx >= N like -1; the reference rejects it, so it gets -1 there.
@@ -106,15 +95,15 @@ TEST(CudaMlaDecodeWs, H128K192S64) { run_mla(64, 128, 512, 64, 4096, 192, true);
 TEST(CudaMlaDecodeWs, H64K256S64) { run_mla(64, 64, 512, 64, 4096, 256, true); }
 TEST(CudaMlaDecodeWs, H96K130S2) { run_mla(2, 96, 512, 64, 1000, 130, true); }     // half-empty head group
 TEST(CudaMlaDecodeWs, ForcedOneSplitLongPipeline) {  // 32 tiles in one CTA: stage / parity wrap
-  ScopedEnv e("DSA_MLA_SPLITS", "1");
+  ScopedMla e(0, 1);
   run_mla(2, 128, 512, 64, 8192, 2048, true);
 }
 TEST(CudaMlaDecodeWs, ForcedUnevenSplits) {  // 16 tiles as 6 + 6 + 4
-  ScopedEnv e("DSA_MLA_SPLITS", "3");
+  ScopedMla e(0, 3);
   run_mla(3, 64, 512, 64, 5000, 1000, true);
 }
-TEST(CudaMlaDecodeWs, FusedKernelStillWorks) {  // DSA_MLA_KERNEL=fused: the previous kernel
-  ScopedEnv e("DSA_MLA_KERNEL", "fused");
+TEST(CudaMlaDecodeWs, FusedKernelStillWorks) {  // kernel 1 (DSA_MLA_KERNEL=fused): the previous kernel
+  ScopedMla e(1, 0);
   run_mla(2, 128, 512, 64, 8192, 2048, true);
 }
 
@@ -123,8 +112,8 @@ TEST(CudaMlaDecodeWs, FusedKernelStillWorks) {  // DSA_MLA_KERNEL=fused: the pre
 // +-0) for rows whose scales are all powers of two (bf16 fast path), powers of two and 1.5 * 2^-6
 // (fast path, bf16-exact), or include 0.0123 and 2^10 (fp32 path); the last row has no key (zeros).
 // The valid rows are 3, 10, 17, 24, 31: kinds 0, 1, 2, 0, 1.
-void run_mla_single_key(int64_t H, const char* splits) {
-  ScopedEnv e("DSA_MLA_SPLITS", splits);
+void run_mla_single_key(int64_t H, int64_t splits) {  // splits 0: automatic
+  ScopedMla e(0, splits);
   const int64_t S = 6, N = 40, K = 300, L = 512, Rd = 64;
   LatentLayout lay{L, Rd};
   const int64_t rb = lay.row_bytes();
@@ -169,8 +158,8 @@ void run_mla_single_key(int64_t H, const char* splits) {
   auto got = dout.down();
   for (size_t i = 0; i < o.size(); ++i) ASSERT_EQ(got[i].bits, o[i].bits) << i;
 }
-TEST(CudaMlaDecodeWs, SingleKeyExactH64) { run_mla_single_key(64, nullptr); }
-TEST(CudaMlaDecodeWs, SingleKeyExactH128OneSplit) { run_mla_single_key(128, "1"); }
+TEST(CudaMlaDecodeWs, SingleKeyExactH64) { run_mla_single_key(64, 0); }
+TEST(CudaMlaDecodeWs, SingleKeyExactH128OneSplit) { run_mla_single_key(128, 1); }
 
 TEST(CudaMhaPrefill, Irregular) {
   const int64_t S = 5, T = 300, H = 4, dqk = 192, dv = 128, K = 100;
