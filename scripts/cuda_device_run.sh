@@ -127,6 +127,21 @@ if [ "${SKIP_BENCH:-0}" != 1 ]; then
   log "kernel sweep: $(( $(date +%s) - start )) s, table in bench.log, CSV in bench.csv"
   grep -E "^(GPU |Datasheet|  HBM |  cudaMemcpy|  mma.sync|error|.*FAILED)" "$OUT/bench.log" | tee -a "$OUT/summary.txt"
 fi
+# Nsight Compute on one kernel of the sweep (NCU_KERNEL=regex of the kernel name; NCU_BENCH_ARGS:
+# `dsa bench` options picking the shape, e.g. "--kernel-sweep indexer --batches 64 --kernel-contexts 128K";
+# NCU_SKIP launches skipped first, default 2). Details to $OUT/ncu.txt; NCU_SOURCE=1 adds the
+# per-SASS-line stall samples as CSV ($OUT/ncu_sass.csv).
+if [ -n "${NCU_KERNEL:-}" ] && [ -x build-cuda/dsa ]; then
+  NCU=$(command -v ncu || echo /usr/local/cuda/bin/ncu)
+  rm -rf /tmp/dsa-ncu*
+  timeout 400 "$NCU" --set full --import-source no -k "regex:$NCU_KERNEL" --launch-skip "${NCU_SKIP:-2}" \
+      --launch-count 1 -o /tmp/dsa-ncu build-cuda/dsa bench --device cuda --no-model -o /tmp/dsa-ncu-bench \
+      ${NCU_BENCH_ARGS:-} >"$OUT/ncu_run.log" 2>&1 || log "ncu rc=$?"
+  "$NCU" --import /tmp/dsa-ncu.ncu-rep --page details --print-details all >"$OUT/ncu.txt" 2>&1
+  [ "${NCU_SOURCE:-0}" = 1 ] && "$NCU" --import /tmp/dsa-ncu.ncu-rep --page source --print-source sass --csv \
+      >"$OUT/ncu_sass.csv" 2>&1
+  log "ncu $NCU_KERNEL: $(grep -cE '^ +[A-Z]' "$OUT/ncu.txt") lines of metrics in ncu.txt"
+fi
 # `dsa bench --device cuda` on the real V3.2 layer dims (DSA_BENCH=1; one dense layer, ~4.3 GB made
 # on the fly; DSA_BENCH_CONTEXTS picks the contexts). Table to $OUT/dsa_bench.txt.
 if [ "${DSA_BENCH:-0}" = 1 ] && [ -x build-cuda/dsa ]; then

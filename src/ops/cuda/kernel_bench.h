@@ -28,7 +28,7 @@ struct GpuRoofline {
   double copy_tbs = 0, copy_tbs_med = 0;      // copy kernel (bytes read + written)
   double memcpy_tbs = 0, memcpy_tbs_med = 0;  // cudaMemcpy device to device (read + written)
   double mma_bf16 = 0, mma_bf16_med = 0;      // mma.sync m16n8k16 bf16, fp32 accumulate
-  double mma_fp8 = 0, mma_fp8_med = 0;        // mma.sync m16n8k32 e4m3, fp32 accumulate
+  double mma_f16 = 0, mma_f16_med = 0;        // mma.sync m16n8k16 f16 (what exact FP8 runs on), fp32 acc.
   // Datasheet of the detected GPU (dense, no sparsity); 0 when the GPU is not in our table.
   std::string sheet;
   double sheet_tbs = 0, sheet_bf16 = 0, sheet_fp8 = 0;
