@@ -1,8 +1,14 @@
-// Lightning-indexer logits over the paged FP8 key cache (spec §3.8) on FP8 tensor cores: an
-// mma.sync m16n8k32 kernel with bulk copies (exact fp32 dots, the default), a Hopper warpgroup-MMA
-// kernel (wgmma, 64 keys x 64 heads per tile; opt-in: faster, 13.3 vs 20.2 us at 128K keys and
-// 166 vs 389 us at 32 x 128K on the H200, but FP8 tensor-core accumulation below fp32 precision),
-// and a scalar kernel for other shapes.
+// Lightning-indexer logits over the paged FP8 key cache (spec §3.8) on Hopper warpgroup MMA
+// (wgmma), 64 keys x 64 heads x 128 dims per tile, and a scalar kernel for other shapes. Two
+// tensor-core variants share the tile pipeline:
+//   exact (the default): f16 wgmma. Each warp converts its keys' e4m3 bytes to f16 in registers
+//     (the register A operand) and q is converted once into f16 B tiles; e4m3 -> f16 is exact and
+//     products are exact in the fp32 accumulator.
+//   FP8 (opt-in, fp8_wgmma()): e4m3 wgmma straight from shared memory; ~15 % faster, but the FP8
+//     instruction accumulates below fp32 precision (see docs/design.md).
+// (sm_90 has no e4m3 mma.sync: ptxas lowers it to f16 HMMAs plus 12 conversions per instruction.
+// The former exact kernel, built on it, streamed 1.5 TB/s at 64 x 128K keys on the H200; ncu showed
+// it issue-bound on those conversions and on its mma chains.)
 #include <algorithm>
 #include <cmath>
 #include <cstdlib>
@@ -14,179 +20,15 @@ namespace dsa::ops::cuda {
 namespace {
 using namespace detail;
 
-// ---- Exact path (default): FP8 mma.sync m16n8k32, heads as the MMA rows, 8 keys as the columns;
-// each 32-wide k-step is exact in fp32 on Hopper.
-constexpr int kThreads = 256;      // 8 warps, each 32 keys (4 chunks of 8) per step
-constexpr int kKeysPerStep = 256;  // keys per block step
-
-// Paged keys through the bulk-copy engine (TMA): each step is 256 keys; a warp-0 lane issues one
-// cp.async.bulk per (page, step) piece (keys, then scales) onto the step's mbarrier. A block walks
-// `spb` steps through a ring of R stages; q fragments come straight from global memory while the
-// page-table reads and the first copies are in flight.
-constexpr int kMaxStages = 3;
-constexpr size_t kStepSmem = size_t(kKeysPerStep) * 128 + kKeysPerStep * 4;
-
-__device__ __forceinline__ int64_t imax(int64_t a, int64_t b) { return a > b ? a : b; }
-__device__ __forceinline__ uint32_t smem_u32(const void* p) {
-  return uint32_t(__cvta_generic_to_shared(p));
+int sm_count() {
+  static const int n = [] {
+    int dev = 0, v = 0;
+    CUDA_CHECK(cudaGetDevice(&dev));
+    CUDA_CHECK(cudaDeviceGetAttribute(&v, cudaDevAttrMultiProcessorCount, dev));
+    return v;
+  }();
+  return n;
 }
-__device__ __forceinline__ void mbar_wait(uint64_t* bar, uint32_t parity) {
-  asm volatile(
-      "{\n.reg .pred P1;\nLAB_WAIT:\n"
-      "mbarrier.try_wait.parity.shared::cta.b64 P1, [%0], %1;\n"
-      "@P1 bra DONE;\nbra LAB_WAIT;\nDONE:\n}\n" ::"r"(smem_u32(bar)),
-      "r"(parity)
-      : "memory");
-}
-__device__ __forceinline__ void bulk_g2s(void* dst, const void* src, uint32_t bytes, uint64_t* bar) {
-  asm volatile(
-      "cp.async.bulk.shared::cluster.global.mbarrier::complete_tx::bytes [%0], [%1], %2, [%3];\n" ::"r"(
-          smem_u32(dst)),
-      "l"(src), "r"(bytes), "r"(smem_u32(bar))
-      : "memory");
-}
-
-// Warp 0: copies of step `stp` (keys [base, base + 256) of row t) into stage buffer kb.
-__device__ __forceinline__ void issue_step(const IndexerLogits& p, const int32_t* bt, int64_t end,
-                                           int64_t base, uint8_t* kb, uint64_t* bar, int lane) {
-  const int64_t ps = p.k.page_size, pb = page_bytes(p.k);
-  const int64_t hi = imin(base + kKeysPerStep, end);  // pages holding keys < end only
-  const int64_t p0 = base / ps, p1 = hi > base ? (hi - 1) / ps : p0 - 1;
-  const int nseg = int(p1 - p0 + 1);
-  if (lane == 0) {
-    // Whole pieces (up to the step's or the page's end): multiples of 8 keys, 16-byte sized.
-    const int64_t last = imin(base + kKeysPerStep, (p1 + 1) * ps);
-    const uint32_t bytes = nseg > 0 ? uint32_t(last - base) * 132u : 0u;
-    asm volatile("mbarrier.arrive.expect_tx.shared::cta.b64 _, [%0], %1;\n" ::"r"(smem_u32(bar)),
-                 "r"(bytes)
-                 : "memory");
-  }
-  __syncwarp();
-  for (int i = lane; i < nseg; i += 32) {
-    const int64_t pg = p0 + i;
-    const int64_t s0 = imax(base, pg * ps), s1 = imin(base + kKeysPerStep, (pg + 1) * ps);
-    const uint8_t* src = p.k.pool + int64_t(bt[pg]) * pb;
-    const int64_t off = s0 - pg * ps, rel = s0 - base;
-    bulk_g2s(kb + rel * 128, src + off * 128, uint32_t(s1 - s0) * 128u, bar);
-    bulk_g2s(kb + kKeysPerStep * 128 + rel * 4, src + ps * 128 + off * 4, uint32_t(s1 - s0) * 4u, bar);
-  }
-}
-
-template <int MT>
-__global__ void __launch_bounds__(kThreads, MT == 3 ? 1 : 2) indexer_bulk_kernel(IndexerLogits p, int spb) {
-  extern __shared__ __align__(128) uint8_t st[];
-  __shared__ __align__(8) uint64_t bar[kMaxStages];
-  const int t = blockIdx.y, tid = threadIdx.x;
-  const int lane = tid & 31, warp = tid >> 5, g = lane >> 2, tq = lane & 3;
-  constexpr int H = MT * 16;
-  const int64_t N = p.N;
-  const int64_t s_first = int64_t(blockIdx.x) * spb;
-  const int nst = int(imin(spb, cdiv(N, kKeysPerStep) - s_first));
-  const int R = nst < kMaxStages ? nst : kMaxStages;
-  if (tid == 0) {
-    for (int i = 0; i < R; ++i)
-      asm volatile("mbarrier.init.shared::cta.b64 [%0], 1;\n" ::"r"(smem_u32(&bar[i])) : "memory");
-    asm volatile("fence.mbarrier_init.release.cluster;\n" ::: "memory");
-  }
-  __syncthreads();
-  asm volatile("griddepcontrol.wait;\n" ::: "memory");  // q, w, cache from earlier kernels (PDL)
-  const int64_t end = imin(p.end[t], N);
-  const int32_t* bt = p.k.block_table + int64_t(t) * p.k.bt_stride;
-  if (warp == 0)
-    for (int i = 0; i < R; ++i)
-      issue_step(p, bt, end, (s_first + i) * kKeysPerStep, st + i * kStepSmem, &bar[i], lane);
-  // q fragments and head weights, overlapping the copies. D is permuted consistently in q and k:
-  // lane (g, tq) holds bytes [tq*32, tq*32+32) of its row, and k-step kk uses words 2kk (MMA k
-  // 4tq..4tq+3) and 2kk+1 (MMA k 16+4tq..); only the order of the fp32 sum over D changes.
-  uint32_t a[MT][4][4];
-  float wv[MT][2];
-  const uint8_t* qt = p.q + int64_t(t) * H * 128;
-#pragma unroll
-  for (int m = 0; m < MT; ++m) {
-    const uint4* r0 = reinterpret_cast<const uint4*>(qt + (m * 16 + g) * 128 + tq * 32);
-    const uint4* r1 = reinterpret_cast<const uint4*>(qt + (m * 16 + g + 8) * 128 + tq * 32);
-    const uint4 x0 = __ldg(r0), x1 = __ldg(r0 + 1), y0 = __ldg(r1), y1 = __ldg(r1 + 1);
-    const uint32_t xw[8] = {x0.x, x0.y, x0.z, x0.w, x1.x, x1.y, x1.z, x1.w};
-    const uint32_t yw[8] = {y0.x, y0.y, y0.z, y0.w, y1.x, y1.y, y1.z, y1.w};
-#pragma unroll
-    for (int kk = 0; kk < 4; ++kk) {
-      a[m][kk][0] = xw[2 * kk];
-      a[m][kk][1] = yw[2 * kk];
-      a[m][kk][2] = xw[2 * kk + 1];
-      a[m][kk][3] = yw[2 * kk + 1];
-    }
-    wv[m][0] = __ldg(p.w + int64_t(t) * H + m * 16 + g);
-    wv[m][1] = __ldg(p.w + int64_t(t) * H + m * 16 + g + 8);
-  }
-  float* out = p.out + int64_t(t) * N;
-  const bool al8 = (reinterpret_cast<uintptr_t>(out) & 7) == 0;
-  const float ninf = -INFINITY;
-  for (int i = 0; i < nst; ++i) {
-    const int stage = i % R;
-    const uint8_t* kb = st + stage * kStepSmem;
-    const float* sb = reinterpret_cast<const float*>(kb + kKeysPerStep * 128);
-    const int64_t base = (s_first + i) * kKeysPerStep;
-    mbar_wait(&bar[stage], uint32_t(i / R) & 1u);
-#pragma unroll
-    for (int c = 0; c < 4; ++c) {
-      const int kk0 = warp * 32 + c * 8;
-      const int64_t key0 = base + kk0;
-      if (key0 >= N) break;
-      if (key0 < end) {
-        const uint4* src = reinterpret_cast<const uint4*>(kb + (kk0 + g) * 128 + tq * 32);
-        const uint4 v0 = src[0], v1 = src[1];
-        const uint32_t bw[8] = {v0.x, v0.y, v0.z, v0.w, v1.x, v1.y, v1.z, v1.w};
-        float s0 = 0.0f, s1 = 0.0f;
-#pragma unroll
-        for (int m = 0; m < MT; ++m) {
-          float acc[4] = {0.0f, 0.0f, 0.0f, 0.0f};
-#pragma unroll
-          for (int kk = 0; kk < 4; ++kk) mma_fp8(acc, a[m][kk], bw[2 * kk], bw[2 * kk + 1]);
-          s0 += wv[m][0] * fmaxf(acc[0], 0.0f) + wv[m][1] * fmaxf(acc[2], 0.0f);
-          s1 += wv[m][0] * fmaxf(acc[1], 0.0f) + wv[m][1] * fmaxf(acc[3], 0.0f);
-        }
-#pragma unroll
-        for (int o = 4; o < 32; o <<= 1) {
-          s0 += __shfl_xor_sync(0xffffffffu, s0, o);
-          s1 += __shfl_xor_sync(0xffffffffu, s1, o);
-        }
-        if (g == 0) {
-          const int64_t s = key0 + 2 * tq;
-          if (al8 && s + 1 < end) {
-            *reinterpret_cast<float2*>(out + s) = make_float2(s0 * sb[kk0 + 2 * tq], s1 * sb[kk0 + 2 * tq + 1]);
-          } else {
-            if (s < N) out[s] = s < end ? s0 * sb[kk0 + 2 * tq] : ninf;
-            if (s + 1 < N) out[s + 1] = s + 1 < end ? s1 * sb[kk0 + 2 * tq + 1] : ninf;
-          }
-        }
-      } else if (lane < 8 && key0 + lane < N) {
-        out[key0 + lane] = ninf;
-      }
-    }
-    if (i + R < nst) {  // refill this stage once every warp is done with it
-      __syncthreads();
-      if (warp == 0)
-        issue_step(p, bt, end, (s_first + i + R) * kKeysPerStep, st + stage * kStepSmem, &bar[stage], lane);
-    }
-  }
-}
-
-// Steps per block: about two blocks per SM in one wave for short rows, at most 32 steps.
-template <int MT>
-void launch_bulk(const IndexerLogits& p, cudaStream_t stream) {
-  const int64_t steps = ceil_div(p.N, kKeysPerStep);
-  const int64_t spb = std::min<int64_t>(32, std::max<int64_t>(1, ceil_div(steps * p.S, 264)));
-  const size_t smem = size_t(std::min<int64_t>(kMaxStages, spb)) * kStepSmem;
-  static bool configured = false;
-  if (!configured) {
-    CUDA_CHECK(cudaFuncSetAttribute(indexer_bulk_kernel<MT>, cudaFuncAttributeMaxDynamicSharedMemorySize,
-                                    int(kMaxStages * kStepSmem)));
-    configured = true;
-  }
-  launch_pdl(indexer_bulk_kernel<MT>, dim3(unsigned(ceil_div(steps, spb)), unsigned(p.S)), dim3(kThreads), smem,
-             stream, p, int(spb));
-}
-
 
 // ---- Hopper warpgroup MMA (wgmma) path: 64 keys x 64 heads x 128 dims per tile, FP8 operands
 // straight from shared memory. Keys are A (M = 64 keys), q is B (N = 64 heads); both K-major rows
@@ -195,32 +37,65 @@ void launch_bulk(const IndexerLogits& p, cudaStream_t stream) {
 // so any page size that is a multiple of 4 works (no tensor map, no page-aligned tiles needed).
 constexpr int kWgKeys = 64;     // keys per tile (wgmma M)
 constexpr int kWgHeads = 64;    // heads per tile (wgmma N); fewer heads are zero-padded
-constexpr int kWgStages = 4;    // cp.async ring depth
-constexpr int kWgThreads = 128; // one warpgroup
-constexpr int kWgMaxTiles = 128; // tiles per block at most (5 blocks still fit an SM)
+constexpr int kWgMaxTiles = 128; // tiles per warpgroup at most
 constexpr size_t kWgTileBytes = size_t(kWgKeys) * 128;           // 8 KB, 1024-aligned
-constexpr size_t kWgSmem = 1024 /*align slack*/ + size_t(kWgHeads) * 128 +
-                           kWgStages * (kWgTileBytes + kWgKeys * 4);
+// Per variant: warpgroups per block (sharing q), cp.async ring depth per warpgroup, q bytes in
+// shared memory (FP8 rows of 128 B, or f16 as two 64-dim column blocks of 64 x 128 B). The FP8
+// variant fits 5 one-warpgroup blocks of 4 stages per SM; the exact one (128 registers: 4
+// warpgroups per SM) puts its 4 warpgroups in one block around one q copy, with 6 stages each.
+// (4 blocks of one warpgroup and 4 stages measured the same: the exact kernel is bound by its
+// per-tile instruction latency with 4 warps per scheduler, not by the bytes in flight; ncu:
+// ~390 instructions per tile and warp before the 32-bit index math, shared-space loads and fma
+// epilogue trimmed it.)
+template <bool kExact>
+struct WgCfg {
+  static constexpr int kWgs = kExact ? 4 : 1, kStages = kExact ? 6 : 4, kThreads = 128 * kWgs;
+  static constexpr size_t kQ = size_t(kWgHeads) * 128 * (kExact ? 2 : 1);
+  static constexpr size_t kStage = kWgTileBytes + kWgKeys * 4;
+  static constexpr size_t kSmem = 1024 /*align slack*/ + kQ + size_t(kWgs) * kStages * kStage;
+};
 
-// Block (one warpgroup) = query row t, tiles [blockIdx.x * tpb, +tpb) of 64 keys; keys at or past
-// end[t] are never read (their logits are -inf).
-__global__ void __launch_bounds__(kWgThreads) indexer_wgmma_kernel(IndexerLogits p, int tpb) {
+// Exact variant (kExact, the default): the same ring and tiles, but f16 wgmma, whose fp32
+// accumulation keeps every product exact (unlike the FP8 instruction's): each warp reads its 16
+// keys' FP8 bytes from the tile, converts them to f16 in registers and passes them as the register
+// A operand; q is converted once into f16 B tiles. D is permuted consistently in q and keys: lane
+// (g, tq) holds bytes [32 tq, 32 tq + 32) of its two keys; k16-step j takes word j of them, its
+// low two bytes as MMA k 2tq, 2tq + 1 and its high two as k 8 + 2tq, 9 + 2tq; q's f16 tiles
+// store dim 32 tq + 4 j + 2 h + e at logical k 16 j + 8 h + 2 tq + e to match. Only the order
+// of the fp32 sum over D changes.
+//
+// Block = query row t, kWgs warpgroups; warpgroup wg takes tiles [(blockIdx.x kWgs + wg) tpb,
+// +tpb) of 64 keys through its own ring; keys at or past end[t] are never read (logits -inf).
+template <bool kExact>
+__global__ void __launch_bounds__(WgCfg<kExact>::kThreads) indexer_wgmma_kernel(IndexerLogits p, int tpb) {
+  using C = WgCfg<kExact>;
+  constexpr int kWgStages = C::kStages;
   extern __shared__ uint8_t wg_raw[];
-  __shared__ int32_t s_pg[kWgMaxTiles];  // page id of each tile (pages holding whole tiles)
-  uint8_t* sm = reinterpret_cast<uint8_t*>((reinterpret_cast<uintptr_t>(wg_raw) + 1023) & ~uintptr_t(1023));
-  uint8_t* qs = sm;                                      // [64 heads][128 B], swizzled
-  uint8_t* ks = sm + kWgHeads * 128;                     // [stages][64 keys][128 B], swizzled
-  float* ssc = reinterpret_cast<float*>(ks + kWgStages * kWgTileBytes);  // [stages][64] scales
-  const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5, g = lane >> 2, tq = lane & 3;
+  __shared__ int32_t s_pg_all[C::kWgs][kWgMaxTiles];  // page id of each tile (pages holding whole tiles)
+  const int wg = threadIdx.x >> 7;
+  int32_t* s_pg = s_pg_all[wg];
+  // 1024-aligned base, derived from wg_raw by pointer arithmetic so that the compiler keeps the
+  // shared address space (LDS, not generic loads, for the tiles and scales).
+  uint8_t* sm = wg_raw + ((1024u - (smem_addr(wg_raw) & 1023u)) & 1023u);
+  uint8_t* qs = sm;                                                 // q, swizzled
+  uint8_t* ks = sm + C::kQ + size_t(wg) * kWgStages * kWgTileBytes;  // [stages][64 keys][128 B], swizzled
+  float* ssc = reinterpret_cast<float*>(sm + C::kQ + size_t(C::kWgs) * kWgStages * kWgTileBytes) +
+               wg * kWgStages * kWgKeys;                            // [stages][64] scales
+  // tid: thread of the warpgroup; the loop's barrier is the warpgroup's (named barrier 1 + wg).
+  const int tid = threadIdx.x & 127, lane = tid & 31, warp = tid >> 5, g = lane >> 2, tq = lane & 3;
+  auto wg_sync = [&] { asm volatile("bar.sync %0, 128;\n" ::"r"(1 + wg) : "memory"); };
   const int t = blockIdx.y;
-  const int64_t N = p.N, H = p.H, ps = p.k.page_size, pb = page_bytes(p.k);
-  const int64_t ntiles = cdiv(N, kWgKeys);
-  const int64_t tile0 = int64_t(blockIdx.x) * tpb;
-  const int nt = int(imin(tpb, ntiles - tile0));
+  // Key positions in 32 bits (the launch requires N < 2^31): 64-bit index math was a large part
+  // of the per-tile instructions.
+  const int N = int(p.N), H = int(p.H);
+  const int64_t ps = p.k.page_size, pb = page_bytes(p.k);
+  const int ntiles = int(cdiv(N, kWgKeys));
+  const int tile0 = (int(blockIdx.x) * C::kWgs + wg) * tpb;
+  const int nt = max(0, min(tpb, ntiles - tile0));
   asm volatile("griddepcontrol.wait;\n" ::: "memory");  // q, w, cache from earlier kernels (PDL)
   // Let a PDL-launched successor (top-k) be scheduled now; it waits for this grid's completion.
   asm volatile("griddepcontrol.launch_dependents;\n" ::: "memory");
-  const int64_t end = imin(p.end[t], N);
+  const int end = int(imin(p.end[t], N));
   const int32_t* bt = p.k.block_table + int64_t(t) * p.k.bt_stride;
   // Keys of tile `i` (local index) into stage `st`: 512 16-byte chunks + 64 scales. Thread tid
   // copies chunk tid & 7 of keys (tid >> 3) + 16r; 32-bit page arithmetic (a shift for
@@ -230,7 +105,7 @@ __global__ void __launch_bounds__(kWgThreads) indexer_wgmma_kernel(IndexerLogits
   const int ch = tid & 7;
   const bool whole = ps % kWgKeys == 0;  // every tile inside one page: one table read per tile
   auto issue = [&](int i, int st) {
-    const int64_t base = (tile0 + i) * kWgKeys;
+    const int base = (tile0 + i) * kWgKeys;
     const uint32_t kdst = smem_addr(ks + st * kWgTileBytes);
     const uint32_t sdst = smem_addr(ssc + st * kWgKeys);
     if (whole) {
@@ -238,7 +113,7 @@ __global__ void __launch_bounds__(kWgThreads) indexer_wgmma_kernel(IndexerLogits
       const uint32_t pi = sh >= 0 ? b >> sh : b / ps32;
       const uint8_t* pg = p.k.pool + int64_t(s_pg[i]) * pb;
       const uint32_t slot0 = b - pi * ps32;
-      const int nvalid = int(imin(kWgKeys, end - base));
+      const int nvalid = min(kWgKeys, end - base);
       const uint8_t* krow = pg + int64_t(slot0) * 128 + ch * 16;
 #pragma unroll
       for (int r = 0; r < kWgKeys / 16; ++r) {
@@ -264,11 +139,11 @@ __global__ void __launch_bounds__(kWgThreads) indexer_wgmma_kernel(IndexerLogits
   };
   auto live = [&](int i) { return i < nt && (tile0 + i) * kWgKeys < end; };
   if (whole) {  // all page ids of this block's tiles at once (one memory latency, not one per tile)
-    for (int i = tid; i < nt; i += kWgThreads) {
+    for (int i = tid; i < nt; i += 128) {
       const uint32_t b = uint32_t((tile0 + i) * kWgKeys);
       s_pg[i] = live(i) ? bt[sh >= 0 ? b >> sh : b / ps32] : 0;
     }
-    __syncthreads();
+    wg_sync();
   }
 #pragma unroll
   for (int i = 0; i < kWgStages - 1; ++i) {
@@ -277,12 +152,29 @@ __global__ void __launch_bounds__(kWgThreads) indexer_wgmma_kernel(IndexerLogits
   }
   // q rows (zero rows for heads >= H) and this thread's head weights: columns 8j + 2tq (+1).
   const uint8_t* qt = p.q + int64_t(t) * H * 128;
-  for (int c = tid; c < kWgHeads * 8; c += kWgThreads) {
-    const int h = c >> 3, ch = c & 7;
-    uint4 v = make_uint4(0, 0, 0, 0);
-    if (h < H) v = __ldg(reinterpret_cast<const uint4*>(qt + h * 128 + ch * 16));
-    *reinterpret_cast<uint4*>(qs + swz128(h, ch)) = v;
+  if constexpr (kExact) {
+    // 16-byte chunk (h, j, hh): logical k 16 j + 8 hh .. + 7 of head h = dims 32 tq + 4 j + 2 hh
+    // + e for tq = 0..3, e = 0, 1; column block j / 4, chunk 2 (j % 4) + hh of the 128-byte row.
+    for (int c = threadIdx.x; c < kWgHeads * 16; c += C::kThreads) {
+      const int h = c >> 4, j = (c >> 1) & 7, hh = c & 1;
+      uint32_t v[4] = {0, 0, 0, 0};
+      if (h < H)
+#pragma unroll
+        for (int q4 = 0; q4 < 4; ++q4)
+          v[q4] = e4m3x2_f16x2(__ldg(reinterpret_cast<const uint16_t*>(qt + h * 128 + q4 * 32 + 4 * j + 2 * hh)));
+      *reinterpret_cast<uint4*>(qs + (j >> 2) * (kWgHeads * 128) + swz128(h, 2 * (j & 3) + hh)) =
+          make_uint4(v[0], v[1], v[2], v[3]);
+    }
+  } else {
+    for (int c = threadIdx.x; c < kWgHeads * 8; c += C::kThreads) {
+      const int h = c >> 3, ch = c & 7;
+      uint4 v = make_uint4(0, 0, 0, 0);
+      if (h < H) v = __ldg(reinterpret_cast<const uint4*>(qt + h * 128 + ch * 16));
+      *reinterpret_cast<uint4*>(qs + swz128(h, ch)) = v;
+    }
   }
+  fence_async_smem();  // q (all warpgroups' writes) -> wgmma operand reads
+  __syncthreads();
   float wv[16];
 #pragma unroll
   for (int j = 0; j < 8; ++j) {
@@ -291,6 +183,8 @@ __global__ void __launch_bounds__(kWgThreads) indexer_wgmma_kernel(IndexerLogits
     wv[2 * j + 1] = h + 1 < H ? __ldg(p.w + int64_t(t) * H + h + 1) : 0.0f;
   }
   const uint64_t dq = wg_desc(smem_addr(qs));
+  // f16 q descriptors: only the start-address field (low word) changes between k-steps.
+  const uint32_t dq_lo = uint32_t(dq), dq_hi = uint32_t(dq >> 32);
   float d[32];  // fresh per tile (the first k-step overwrites it)
 #pragma unroll
   for (int x = 0; x < 32; ++x) d[x] = 0.0f;
@@ -299,11 +193,11 @@ __global__ void __launch_bounds__(kWgThreads) indexer_wgmma_kernel(IndexerLogits
     const int st = i % kWgStages;
     cp_async_wait<kWgStages - 2>();
     fence_async_smem();
-    __syncthreads();  // tile i in place; every thread is done with tile i - 1's stage
+    wg_sync();  // tile i in place; every thread is done with tile i - 1's stage
     if (live(i + kWgStages - 1)) issue(i + kWgStages - 1, (i + kWgStages - 1) % kWgStages);
     cp_async_commit();
-    const int64_t base = (tile0 + i) * kWgKeys;
-    const int64_t r0 = base + warp * 16 + g, r1 = r0 + 8;  // this thread's two keys
+    const int base = (tile0 + i) * kWgKeys;
+    const int r0 = base + warp * 16 + g, r1 = r0 + 8;  // this thread's two keys
     if (!live(i)) {  // past end: no reads, -inf
       if (tq == 0) {
         if (r0 < N) out[r0] = -INFINITY;
@@ -311,19 +205,51 @@ __global__ void __launch_bounds__(kWgThreads) indexer_wgmma_kernel(IndexerLogits
       }
       continue;
     }
-    const uint64_t dk = wg_desc(smem_addr(ks + st * kWgTileBytes));
-    wg_fence();
+    if constexpr (kExact) {
+      // This thread's keys r0 - base, r1 - base: rows 16 warp + g (+ 8), both with r & 7 == g;
+      // bytes [32 tq, 32 tq + 32) are chunks 2tq, 2tq + 1, stored at chunk ^ g.
+      const uint8_t* kt = ks + st * kWgTileBytes + (warp * 16 + g) * 128;
+      uint32_t xw[8], yw[8];
 #pragma unroll
-    for (int kk = 0; kk < 4; ++kk) wgmma_fp8<64>(d, dk + 2 * kk, dq + 2 * kk, kk);
+      for (int h2 = 0; h2 < 2; ++h2) {
+        const uint4 x = *reinterpret_cast<const uint4*>(kt + (((2 * tq + h2) ^ g) << 4));
+        const uint4 y = *reinterpret_cast<const uint4*>(kt + 8 * 128 + (((2 * tq + h2) ^ g) << 4));
+        xw[4 * h2] = x.x; xw[4 * h2 + 1] = x.y; xw[4 * h2 + 2] = x.z; xw[4 * h2 + 3] = x.w;
+        yw[4 * h2] = y.x; yw[4 * h2 + 1] = y.y; yw[4 * h2 + 2] = y.z; yw[4 * h2 + 3] = y.w;
+      }
+      uint32_t a[8][4];
+#pragma unroll
+      for (int j = 0; j < 8; ++j) {
+        a[j][0] = e4m3x2_f16x2(xw[j]);
+        a[j][1] = e4m3x2_f16x2(yw[j]);
+        a[j][2] = e4m3x2_f16x2(xw[j] >> 16);
+        a[j][3] = e4m3x2_f16x2(yw[j] >> 16);
+      }
+      wg_fence();
+#pragma unroll
+      for (int j = 0; j < 8; ++j)
+        wgmma_f16_rs64(d, a[j],
+                       (uint64_t(dq_hi) << 32) | (dq_lo + (((j >> 2) * (kWgHeads * 128) + (j & 3) * 32) >> 4)), j);
+    } else {
+      const uint64_t dk = wg_desc(smem_addr(ks + st * kWgTileBytes));
+      wg_fence();
+#pragma unroll
+      for (int kk = 0; kk < 4; ++kk) wgmma_fp8<64>(d, dk + 2 * kk, dq + 2 * kk, kk);
+    }
     wg_commit();
     wg_wait0();
     // d[4j + e]: row r0 (e = 0, 1) or r1 (e = 2, 3), head 8j + 2tq + (e & 1).
-    float s0 = 0.0f, s1 = 0.0f;
+    // Two fma chains per key (even / odd head columns), joined at the end.
+    float s0 = 0.0f, s1 = 0.0f, u0 = 0.0f, u1 = 0.0f;
 #pragma unroll
     for (int j = 0; j < 8; ++j) {
-      s0 += wv[2 * j] * fmaxf(d[4 * j], 0.0f) + wv[2 * j + 1] * fmaxf(d[4 * j + 1], 0.0f);
-      s1 += wv[2 * j] * fmaxf(d[4 * j + 2], 0.0f) + wv[2 * j + 1] * fmaxf(d[4 * j + 3], 0.0f);
+      s0 = fmaf(wv[2 * j], fmaxf(d[4 * j], 0.0f), s0);
+      u0 = fmaf(wv[2 * j + 1], fmaxf(d[4 * j + 1], 0.0f), u0);
+      s1 = fmaf(wv[2 * j], fmaxf(d[4 * j + 2], 0.0f), s1);
+      u1 = fmaf(wv[2 * j + 1], fmaxf(d[4 * j + 3], 0.0f), u1);
     }
+    s0 += u0;
+    s1 += u1;
     s0 += __shfl_xor_sync(0xffffffffu, s0, 1);
     s1 += __shfl_xor_sync(0xffffffffu, s1, 1);
     s0 += __shfl_xor_sync(0xffffffffu, s0, 2);
@@ -337,26 +263,34 @@ __global__ void __launch_bounds__(kWgThreads) indexer_wgmma_kernel(IndexerLogits
   cp_async_wait<0>();
 }
 
+template <bool kExact>
 void launch_wgmma(const IndexerLogits& p, cudaStream_t stream) {
-  static int sms = [] {
-    int dev = 0, n = 0;
-    CUDA_CHECK(cudaGetDevice(&dev));
-    CUDA_CHECK(cudaDeviceGetAttribute(&n, cudaDevAttrMultiProcessorCount, dev));
-    return n;
-  }();
+  using C = WgCfg<kExact>;
+  const int sms = sm_count();
+  constexpr size_t smem = C::kSmem;
+  static_assert(smem + sizeof(int32_t) * C::kWgs * kWgMaxTiles <= 232448, "over sm_90's shared memory");
+  constexpr int per_sm = int(std::min<size_t>(5, (227 * 1024) / (smem + 1024))) * C::kWgs;  // warpgroups
   static bool configured = false;
   if (!configured) {
-    CUDA_CHECK(cudaFuncSetAttribute(indexer_wgmma_kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
-                                    int(kWgSmem)));
+    CUDA_CHECK(cudaFuncSetAttribute(indexer_wgmma_kernel<kExact>, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                    int(smem)));
     configured = true;
   }
-  // One wave of blocks (5 fit an SM by shared memory) for small jobs, two for large ones (H200,
-  // 128K keys: 1 x: 13.4 vs 15.1 us with two; 32 x: 202 vs 166 us = 2.74 vs 3.34 TB/s).
+  // Tiles per warpgroup: the cost model is waves x (tiles per warpgroup + ~8 tiles of block start
+  // (q staging, ring fill)), over the block counts an SM-wide grid allows; ties go to fewer blocks.
+  // (H200, 64 x 128K keys: the former rule, ~2 waves of equal blocks, gave 125 tiles per
+  // warpgroup in 5 blocks per row, 2.4 waves rounded up to 3.)
   const int64_t tiles = ceil_div(p.N, kWgKeys);
-  const int64_t waves = tiles * p.S >= 32768 ? 2 : 1;
-  const int64_t tpb =
-      std::min<int64_t>(kWgMaxTiles, std::max<int64_t>(1, ceil_div(tiles * p.S, int64_t(sms) * 5 * waves)));
-  launch_pdl(indexer_wgmma_kernel, dim3(unsigned(ceil_div(tiles, tpb)), unsigned(p.S)), dim3(kWgThreads), kWgSmem,
+  const int64_t slots = int64_t(sms) * (per_sm / C::kWgs);  // blocks resident at once
+  int64_t tpb = kWgMaxTiles, best = INT64_MAX;
+  for (int64_t cand = kWgMaxTiles; cand >= 1; --cand) {
+    const int64_t bpr = ceil_div(tiles, cand * C::kWgs);
+    const int64_t per = ceil_div(tiles, bpr * C::kWgs);  // tiles of the fullest warpgroup
+    const int64_t cost = ceil_div(p.S * bpr, slots) * (per + 8);
+    if (cost < best) best = cost, tpb = per;
+  }
+  launch_pdl(indexer_wgmma_kernel<kExact>, dim3(unsigned(ceil_div(tiles, tpb * C::kWgs)), unsigned(p.S)),
+             dim3(C::kThreads), smem,
              stream, p, int(tpb));
 }
 
@@ -396,20 +330,14 @@ void indexer_logits(const IndexerLogits& p, cudaStream_t stream) {
   DSA_CUDA_REQUIRE(p.q && p.w && kp.pool && kp.block_table && p.end && p.out,
                    "indexer_logits: null pointer");
   DSA_CUDA_REQUIRE(p.S <= 65535, "indexer_logits: S > 65535");
-  // Tensor-core paths need 16-byte aligned key rows (aligned pool, page_size % 4 == 0; a page is
-  // 132 * page_size bytes). wgmma (opt-in, fp8_wgmma(): any H <= 64, fewer heads zero-padded)
-  // or the exact mma.sync kernel (H % 16 == 0, page_size % 8 == 0); else the scalar kernel.
+  // The wgmma kernels need 16-byte aligned key rows (aligned pool, page_size % 4 == 0; a page is
+  // 132 * page_size bytes), D = 128, H <= 64 (fewer heads zero-padded) and N < 2^31; exact f16
+  // by default, FP8 when opted in (fp8_wgmma()); any other shape runs the scalar kernel.
   const bool aligned = kp.D == 128 && p.H <= 64 && kp.page_size % 4 == 0 &&
                        (reinterpret_cast<uintptr_t>(kp.pool) & 15) == 0;
-  if (aligned && fp8_wgmma() && p.N < (int64_t(1) << 31)) {
-    launch_wgmma(p, stream);
-  } else if (aligned && p.H % 16 == 0 && kp.page_size % 8 == 0) {
-    switch (p.H / 16) {
-      case 1: launch_bulk<1>(p, stream); break;
-      case 2: launch_bulk<2>(p, stream); break;
-      case 3: launch_bulk<3>(p, stream); break;
-      default: launch_bulk<4>(p, stream); break;
-    }
+  if (aligned && p.N < (int64_t(1) << 31)) {
+    if (fp8_wgmma()) launch_wgmma<false>(p, stream);
+    else launch_wgmma<true>(p, stream);
   } else {
     const dim3 grid(unsigned(ceil_div(p.N, 128)), unsigned(p.S));
     indexer_scalar_kernel<<<grid, 128, 0, stream>>>(p);
