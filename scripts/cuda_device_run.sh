@@ -83,12 +83,12 @@ grep -E "Test +#|tests passed|\[  FAILED|Failure|Expected|Which is" "$OUT/ctest.
 
 if [ $ROOT_BUILD = 1 ] && [ "${SKIP_RUNS:-0}" != 1 ]; then
   # Golden figures (the test prints them); run directly so that the output is kept in full.
-  (cd build-cuda && timeout 300 tests/golden_cuda_test) >"$OUT/golden_cuda.log" 2>&1 || log "golden_cuda_test rc=$?"
+  (cd build-cuda && env -u GTEST_FILTER timeout 300 tests/golden_cuda_test) >"$OUT/golden_cuda.log" 2>&1 || log "golden_cuda_test rc=$?"
   grep -E "top-k:|experts:|logits\.|cos diff|PASSED|FAILED" "$OUT/golden_cuda.log" | tee -a "$OUT/summary.txt"
   # The same with the Hopper FP8 wgmma kernels (DSA_FP8_WGMMA=1, opt-in, faster): shows
   # what their ~14-bit accumulation does to the reference comparison (appended to the same log).
   { echo "=== DSA_FP8_WGMMA=1"
-    (cd build-cuda && DSA_FP8_WGMMA=1 timeout 300 tests/golden_cuda_test); } >>"$OUT/golden_cuda.log" 2>&1
+    (cd build-cuda && env -u GTEST_FILTER DSA_FP8_WGMMA=1 timeout 300 tests/golden_cuda_test); } >>"$OUT/golden_cuda.log" 2>&1
   # Greedy tokens and speed, cuda vs cpu, on the tiny and demo presets.
   DSA=build-cuda/dsa
   ids=1,17,42,7,99,3,250,11,5,64,128,9,300,2,77,500

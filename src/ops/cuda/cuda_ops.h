@@ -32,12 +32,16 @@ void act_quant(const ActQuant& p, cudaStream_t stream);
 void fp8_gemm(const Fp8Gemm& p, cudaStream_t stream);
 // One launch for all groups (tiles found from offsets on the device; no host sync).
 void grouped_fp8_gemm(const GroupedFp8Gemm& p, cudaStream_t stream);
-// FP8 GEMMs and the indexer use the Hopper warpgroup MMA (wgmma) kernels when on: 3-4x faster,
-// but the FP8 tensor cores accumulate below fp32 precision (the golden test's layer-0 GEMM outputs
-// move by up to 4 bf16 ulps and decisions drift), so the default is off: mma.sync kernels whose
-// 32-wide k-steps are exact in fp32. Initial value from DSA_FP8_WGMMA=1.
+// FP8 GEMMs and the indexer use the Hopper FP8 warpgroup MMA (wgmma) kernels when on: faster, but
+// the FP8 tensor cores accumulate below fp32 precision (the golden test's layer-0 GEMM outputs
+// move by up to 4 bf16 ulps and decisions drift), so the default is off: exact kernels (e4m3
+// converted to f16, exact products, fp32 accumulation). Initial value from DSA_FP8_WGMMA=1.
 bool fp8_wgmma();
 void set_fp8_wgmma(bool on);
+// Exact FP8 GEMMs of more than 16 token rows: the tiled mma.sync kernel when on (tests: the decode
+// kernel is bit-identical to it by construction) instead of the f16 wgmma kernel. Default off.
+bool fp8_mma_sync();
+void set_fp8_mma_sync(bool on);
 void linear_f32(const LinearF32& p, cudaStream_t stream);
 void rms_norm(const RmsNorm& p, cudaStream_t stream);
 void layer_norm(const LayerNorm& p, cudaStream_t stream);

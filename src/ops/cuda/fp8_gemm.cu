@@ -1,9 +1,11 @@
 // fp8_gemm (spec §3.2) on FP8 tensor cores: per 128-wide K block a fresh fp32 MMA dot, then
 // acc += dot * (a_s * w_s) in fp32 without FMA, exactly the reference's order over K blocks.
-// Hopper path: warpgroup MMA (wgmma) with weights as the 64-row A operand and tokens as B (so a
-// decode GEMM with a few tokens uses n16/n32 instructions), a cp.async ring of swizzled tiles and a
-// coalesced bf16 epilogue through shared memory. Fallback (K % 16 != 0, unaligned pointers):
-// mma.sync m16n8k32 kernel.
+// Kernels: <= 16 token rows (decode) fp8_gemv_kernel, memory-bound; more rows a warpgroup-MMA
+// (wgmma) kernel with weights as the 64-row A operand and tokens as B, a cp.async ring of swizzled
+// tiles and a coalesced bf16 epilogue through shared memory, in two variants: exact (default; f16
+// wgmma on converted e4m3, exact products, fp32 accumulation) and FP8 (opt-in, fp8_wgmma()).
+// Fallback (K % 16 != 0, unaligned pointers, or fp8_mma_sync() for tests): the tiled mma.sync
+// m16n8k32 e4m3 kernel, which the decode kernel matches bit for bit.
 #include <algorithm>
 #include <cstdlib>
 
@@ -361,25 +363,34 @@ void launch_gemv(const WgJob& j, int64_t tiles, bool vec, const GvCfg& c, cudaSt
   else launch_gemv_ks<1>(j, tiles, vec, c, stream);
 }
 
-// ---- wgmma kernel. CTA = NWG warpgroups; weight rows [n0, n0 + 64 NWG) x tokens [m0, m0 + TN).
+// ---- wgmma kernels. CTA = NWG warpgroups; weight rows [n0, n0 + 64 NWG) x tokens [m0, m0 + TN).
+// kExact = false: FP8 wgmma on both tiles in shared memory (opt-in, fp8_wgmma()).
+// kExact = true (the default for K % 16 == 0): f16 wgmma, whose fp32 accumulation keeps every
+// product exact. Per K block, each warp converts its 16 weight rows' e4m3 bytes to f16 in registers
+// (the register A operand) and the CTA converts the token tile into an f16 B tile; D is permuted as
+// in the exact indexer (lane (g, tq) holds bytes [32 tq, 32 tq + 32) of its rows, k16-step j
+// takes word j: low half at MMA k 2tq.., high half at 8 + 2tq..; the B tile stores dim
+// 32 tq + 4 j + 2 hh + e at logical k 16 j + 8 hh + 2 tq + e). Promotion per block as below.
 constexpr int kGStages = 4;
-template <int NWG, int TN>
+template <int NWG, int TN, bool kExact>
 struct GCfg {
   static constexpr int kRows = 64 * NWG, kThreads = 128 * NWG;
   static constexpr size_t kA = size_t(kRows) * 128, kB = size_t(TN) * 128;
   static constexpr size_t kStage = kA + kB + 1024;  // + TN activation scales, keeps 1024 alignment
+  static constexpr size_t kF16B = kExact ? 2 * size_t(TN) * 256 : 0;  // 2 f16 token tiles (2 column blocks each)
   static constexpr size_t kEpi = size_t(TN) * (kRows + 8) * 2;  // bf16 [TN][kRows + 8]
-  static constexpr size_t kSmem = 1024 + std::max(kGStages * kStage, kEpi);
-  static_assert(TN * 4 <= 1024 && kA % 1024 == 0 && kB % 1024 == 0);
+  static constexpr size_t kSmem = 1024 + std::max(kGStages * kStage + kF16B, kEpi);
+  static_assert(TN * 4 <= 1024 && kA % 1024 == 0 && kB % 1024 == 0 && kF16B % 1024 == 0);
 };
 
-template <int NWG, int TN>
+template <int NWG, int TN, bool kExact>
 __global__ void __launch_bounds__(128 * NWG) fp8_gemm_wgmma_kernel(WgJob j) {
-  using C = GCfg<NWG, TN>;
+  using C = GCfg<NWG, TN, kExact>;
   extern __shared__ uint8_t g_raw[];
   __shared__ int s_misc[34];
   __shared__ int32_t s_src[TN];  // activation row of each token slot, -1 = none
-  uint8_t* sm = reinterpret_cast<uint8_t*>((reinterpret_cast<uintptr_t>(g_raw) + 1023) & ~uintptr_t(1023));
+  // 1024-aligned base derived by pointer arithmetic: the compiler keeps the shared address space.
+  uint8_t* sm = g_raw + ((1024u - (smem_addr(g_raw) & 1023u)) & 1023u);
   const int tid = threadIdx.x, wg = tid >> 7, warp = (tid >> 5) & 3, lane = tid & 31;
   const int g = lane >> 2, tq = lane & 3;
   const int64_t n0 = int64_t(blockIdx.x) * C::kRows;
@@ -414,10 +425,6 @@ __global__ void __launch_bounds__(128 * NWG) fp8_gemm_wgmma_kernel(WgJob j) {
       cp_async4(smem_addr(as + tid), m >= 0 ? j.a_s + m * nb + kb : j.a_s, m >= 0 ? 4u : 0u);
     }
   };
-  // Pipeline: K block i lives in stage i % kGStages; per block: wait for it, barrier (which also
-  // frees the stage of block kb - 1), refill that stage, MMA, then promote in fp32.
-  // (Issuing block kb + 1's MMA before promoting block kb, with two accumulator sets, measured
-  // slower on the H200: 245 registers and 350 vs 377 TFLOPS.)
 #pragma unroll
   for (int i = 0; i < kGStages - 1; ++i) {
     if (i < nb) issue(i, i);
@@ -427,24 +434,8 @@ __global__ void __launch_bounds__(128 * NWG) fp8_gemm_wgmma_kernel(WgJob j) {
 #pragma unroll
   for (int i = 0; i < TN / 2; ++i) acc[i] = d[i] = 0.0f;
   const float* wsrow = Ws + ((n0 + 64 * wg) / kBlock) * nb;
-  for (int64_t kb = 0; kb < nb; ++kb) {
-    const int st = int(kb % kGStages);
-    cp_async_wait<kGStages - 2>();
-    fence_async_smem();
-    __syncthreads();
-    const uint8_t* a = stage(st);
-    const uint64_t da = wg_desc(smem_addr(a + wg * 64 * 128));
-    const uint64_t db = wg_desc(smem_addr(a + C::kA));
-    // FP8 wgmma: the tensor cores accumulate below fp32 precision (DeepSeek-V3 report: ~14
-    // bits); per-block promotion as DeepGEMM / DeepSeek's kernels do. Opt-in (fp8_wgmma()).
-    wg_fence();
-#pragma unroll
-    for (int kk = 0; kk < 4; ++kk) wgmma_fp8<TN>(d, da + 2 * kk, db + 2 * kk, kk);
-    wg_commit();
-    // Refill the stage of block kb - 1 while the tensor cores work on block kb.
-    if (kb + kGStages - 1 < nb) issue(kb + kGStages - 1, int((kb + kGStages - 1) % kGStages));
-    cp_async_commit();
-    wg_wait0();
+  // acc += d * (a_s * w_s) per K block, the reference's fp32 ops (no FMA).
+  auto promote = [&](int64_t kb, const uint8_t* a) {
     const float* as = reinterpret_cast<const float*>(a + C::kA + C::kB);
     const float wsc = wsrow[kb];
 #pragma unroll
@@ -454,6 +445,102 @@ __global__ void __launch_bounds__(128 * NWG) fp8_gemm_wgmma_kernel(WgJob j) {
       acc[4 * q + 1] = __fadd_rn(acc[4 * q + 1], __fmul_rn(d[4 * q + 1], s1));
       acc[4 * q + 2] = __fadd_rn(acc[4 * q + 2], __fmul_rn(d[4 * q + 2], s0));
       acc[4 * q + 3] = __fadd_rn(acc[4 * q + 3], __fmul_rn(d[4 * q + 3], s1));
+    }
+  };
+  if constexpr (kExact) {
+    // Token tile of stage st -> f16 B tile fb: 16-byte chunk (h, jj, hh) holds dims 32 q4 + 4 jj
+    // + 2 hh + e of token h (q4 = 0..3, e = 0, 1), i.e. byte 4 (jj & 3) + 2 hh of chunk
+    // 2 q4 + (jj >> 2) of the swizzled FP8 row.
+    auto convert_tokens = [&](int st, uint8_t* fb) {
+      const uint8_t* tb = stage(st) + C::kA;
+      for (int c = tid; c < TN * 16; c += C::kThreads) {
+        const int h = c >> 4, jj = (c >> 1) & 7, hh = c & 1;
+        uint32_t v[4];
+#pragma unroll
+        for (int q4 = 0; q4 < 4; ++q4)
+          v[q4] = e4m3x2_f16x2(*reinterpret_cast<const uint16_t*>(
+              tb + h * 128 + (((2 * q4 + (jj >> 2)) ^ (h & 7)) << 4) + 4 * (jj & 3) + 2 * hh));
+        *reinterpret_cast<uint4*>(fb + (jj >> 2) * (TN * 128) + swz128(h, 2 * (jj & 3) + hh)) =
+            make_uint4(v[0], v[1], v[2], v[3]);
+      }
+    };
+    uint8_t* const fbuf = sm + kGStages * C::kStage;  // 2 f16 token tiles of TN * 256 bytes
+    // Pipeline: block kb's f16 token tile (fbuf[kb & 1]) is converted during block kb - 1's MMAs;
+    // block kb's weights are converted to registers right before its MMAs. Groups committed before
+    // the wait of iteration kb: 3 + kb + 1; blocks 0..kb + 1 must be in: wait_group 2. (H200: the
+    // same 209-222 TFLOPS at prefill shapes as converting each block's tokens after its wait; the
+    // FP8 variant, without conversions, reaches 375-395.)
+    cp_async_wait<kGStages - 2>();
+    __syncthreads();
+    convert_tokens(0, fbuf);
+    fence_async_smem();
+    __syncthreads();
+    for (int64_t kb = 0; kb < nb; ++kb) {
+      const uint8_t* a = stage(int(kb % kGStages));
+      // This warp's weight rows 16 warp + g (+ 8) of the warpgroup's 64 (row & 7 == g): bytes
+      // [32 tq, 32 tq + 32) are chunks 2 tq, 2 tq + 1, stored at chunk ^ g.
+      const uint8_t* wr = a + (wg * 64 + warp * 16 + g) * 128;
+      uint32_t xw[8], yw[8];
+#pragma unroll
+      for (int h2 = 0; h2 < 2; ++h2) {
+        const uint4 x = *reinterpret_cast<const uint4*>(wr + (((2 * tq + h2) ^ g) << 4));
+        const uint4 y = *reinterpret_cast<const uint4*>(wr + 8 * 128 + (((2 * tq + h2) ^ g) << 4));
+        xw[4 * h2] = x.x; xw[4 * h2 + 1] = x.y; xw[4 * h2 + 2] = x.z; xw[4 * h2 + 3] = x.w;
+        yw[4 * h2] = y.x; yw[4 * h2 + 1] = y.y; yw[4 * h2 + 2] = y.z; yw[4 * h2 + 3] = y.w;
+      }
+      uint32_t af[8][4];
+#pragma unroll
+      for (int jj = 0; jj < 8; ++jj) {
+        af[jj][0] = e4m3x2_f16x2(xw[jj]);
+        af[jj][1] = e4m3x2_f16x2(yw[jj]);
+        af[jj][2] = e4m3x2_f16x2(xw[jj] >> 16);
+        af[jj][3] = e4m3x2_f16x2(yw[jj] >> 16);
+      }
+      const uint64_t db = wg_desc(smem_addr(fbuf + (kb & 1) * (TN * 256)));
+      const uint32_t db_lo = uint32_t(db), db_hi = uint32_t(db >> 32);
+      wg_fence();
+#pragma unroll
+      for (int jj = 0; jj < 8; ++jj)
+        wgmma_f16_rs<TN>(d, af[jj],
+                         (uint64_t(db_hi) << 32) | (db_lo + (((jj >> 2) * (TN * 128) + (jj & 3) * 32) >> 4)), jj);
+      wg_commit();
+      // The stage of block kb - 1 is free (the MMAs read registers and fbuf only): refill it.
+      if (kb + kGStages - 1 < nb) issue(kb + kGStages - 1, int((kb + kGStages - 1) % kGStages));
+      cp_async_commit();
+      if (kb + 1 < nb) {  // block kb + 1's tokens, while the tensor cores work on block kb
+        cp_async_wait<kGStages - 2>();
+        __syncthreads();
+        convert_tokens(int((kb + 1) % kGStages), fbuf + ((kb + 1) & 1) * (TN * 256));
+      }
+      wg_wait0();
+      promote(kb, a);
+      fence_async_smem();
+      __syncthreads();  // fbuf[(kb + 1) & 1] complete; every thread is done with block kb
+    }
+  } else {
+    // Pipeline: K block i lives in stage i % kGStages; per block: wait for it, barrier (which also
+    // frees the stage of block kb - 1), refill that stage, MMA, then promote in fp32.
+    // (Issuing block kb + 1's MMA before promoting block kb, with two accumulator sets, measured
+    // slower on the H200: 245 registers and 350 vs 377 TFLOPS.)
+    for (int64_t kb = 0; kb < nb; ++kb) {
+      const int st = int(kb % kGStages);
+      cp_async_wait<kGStages - 2>();
+      fence_async_smem();
+      __syncthreads();
+      const uint8_t* a = stage(st);
+      const uint64_t da = wg_desc(smem_addr(a + wg * 64 * 128));
+      const uint64_t db = wg_desc(smem_addr(a + C::kA));
+      // FP8 wgmma: the tensor cores accumulate below fp32 precision (DeepSeek-V3 report: ~14
+      // bits); per-block promotion as DeepGEMM / DeepSeek's kernels do. Opt-in (fp8_wgmma()).
+      wg_fence();
+#pragma unroll
+      for (int kk = 0; kk < 4; ++kk) wgmma_fp8<TN>(d, da + 2 * kk, db + 2 * kk, kk);
+      wg_commit();
+      // Refill the stage of block kb - 1 while the tensor cores work on block kb.
+      if (kb + kGStages - 1 < nb) issue(kb + kGStages - 1, int((kb + kGStages - 1) % kGStages));
+      cp_async_commit();
+      wg_wait0();
+      promote(kb, a);
     }
   }
   cp_async_wait<0>();
@@ -482,28 +569,33 @@ __global__ void __launch_bounds__(128 * NWG) fp8_gemm_wgmma_kernel(WgJob j) {
 }
 
 // tiles: grid.y (token tiles; for a grouped job an upper bound, extra CTAs exit at once).
-template <int NWG, int TN>
+template <int NWG, int TN, bool kExact>
 void launch_wgmma(const WgJob& j, int64_t tiles, cudaStream_t stream) {
-  using C = GCfg<NWG, TN>;
+  using C = GCfg<NWG, TN, kExact>;
   static bool configured = false;
   if (!configured) {
-    CUDA_CHECK(cudaFuncSetAttribute(fp8_gemm_wgmma_kernel<NWG, TN>,
+    CUDA_CHECK(cudaFuncSetAttribute(fp8_gemm_wgmma_kernel<NWG, TN, kExact>,
                                     cudaFuncAttributeMaxDynamicSharedMemorySize, int(C::kSmem)));
     configured = true;
   }
   DSA_CUDA_REQUIRE(tiles <= 65535, "fp8_gemm: too many token tiles");
   const dim3 grid(unsigned(ceil_div(j.N, C::kRows)), unsigned(tiles));
-  fp8_gemm_wgmma_kernel<NWG, TN><<<grid, C::kThreads, C::kSmem, stream>>>(j);
+  fp8_gemm_wgmma_kernel<NWG, TN, kExact><<<grid, C::kThreads, C::kSmem, stream>>>(j);
   CUDA_CHECK_LAUNCH();
 }
 
 // Token tile tn in {16, 32, 64, 128}; two warpgroups (128 weight rows) when many rows remain.
+template <bool kExact>
 void launch_tile(const WgJob& j, int64_t tn, bool two, int64_t tiles, cudaStream_t stream) {
-  if (tn == 128 && two) launch_wgmma<2, 128>(j, tiles, stream);
-  else if (tn == 128) launch_wgmma<1, 128>(j, tiles, stream);
-  else if (tn == 64) launch_wgmma<1, 64>(j, tiles, stream);
-  else if (tn == 32) launch_wgmma<1, 32>(j, tiles, stream);
-  else launch_wgmma<1, 16>(j, tiles, stream);
+  if (tn == 128 && two) launch_wgmma<2, 128, kExact>(j, tiles, stream);
+  else if (tn == 128) launch_wgmma<1, 128, kExact>(j, tiles, stream);
+  else if (tn == 64) launch_wgmma<1, 64, kExact>(j, tiles, stream);
+  else if (tn == 32) launch_wgmma<1, 32, kExact>(j, tiles, stream);
+  else launch_wgmma<1, 16, kExact>(j, tiles, stream);
+}
+void launch_tile(const WgJob& j, int64_t tn, bool two, int64_t tiles, cudaStream_t stream) {
+  if (fp8_wgmma()) launch_tile<false>(j, tn, two, tiles, stream);
+  else launch_tile<true>(j, tn, two, tiles, stream);
 }
 
 int64_t tile_for(int64_t rows) { return rows <= 16 ? 16 : rows <= 32 ? 32 : rows <= 64 ? 64 : 128; }
@@ -520,11 +612,12 @@ void fp8_gemm(const Fp8Gemm& p, cudaStream_t stream) {
     launch_gemv(j, 1, vec, c, stream);
     return;
   }
-  if (vec && fp8_wgmma()) {
+  if (vec && !fp8_mma_sync()) {
     // Token tile: the smallest of 16/32/64/128 covering M, halved while fewer than ~2 CTAs per
     // SM would run (few weight rows, e.g. an expert: more token tiles re-read the weights from
     // L2 instead of leaving SMs idle); two warpgroups (128 weight rows) for M > 128.
-    // (One-warpgroup CTAs for large M too, 2 per SM, measured slower: 278-286 vs 338-360 TFLOPS.)
+    // (One-warpgroup CTAs for large M too, 2 per SM, measured slower for the FP8 variant: 278-286
+    // vs 338-360 TFLOPS.)
     int64_t tn = tile_for(p.M);
     while (tn > 16 && ceil_div(p.N, 64) * ceil_div(p.M, tn) < 264) tn /= 2;
     launch_tile(j, tn, p.M > 128, ceil_div(p.M, tn), stream);
@@ -550,7 +643,7 @@ void grouped_fp8_gemm(const GroupedFp8Gemm& p, cudaStream_t stream) {
     launch_gemv(j, ceil_div(p.R, int64_t(kGvTok)) + busy, vec, c, stream);
     return;
   }
-  if (vec && fp8_wgmma()) {
+  if (vec && !fp8_mma_sync()) {
     const int64_t mean = ceil_div(p.R, busy), tn = tile_for(mean);  // tile from the mean group size
     launch_tile(j, tn, mean > 128, ceil_div(p.R, tn) + busy, stream);
     return;
@@ -575,6 +668,15 @@ bool& wgmma_flag() {
 
 bool fp8_wgmma() { return wgmma_flag(); }
 void set_fp8_wgmma(bool on) { wgmma_flag() = on; }
+
+namespace {
+bool& mma_sync_flag() {
+  static bool f = false;
+  return f;
+}
+}  // namespace
+bool fp8_mma_sync() { return mma_sync_flag() && !fp8_wgmma(); }
+void set_fp8_mma_sync(bool on) { mma_sync_flag() = on; }
 
 }  // namespace dsa::ops::cuda
 

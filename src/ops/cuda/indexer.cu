@@ -228,7 +228,7 @@ __global__ void __launch_bounds__(WgCfg<kExact>::kThreads) indexer_wgmma_kernel(
       wg_fence();
 #pragma unroll
       for (int j = 0; j < 8; ++j)
-        wgmma_f16_rs64(d, a[j],
+        wgmma_f16_rs<64>(d, a[j],
                        (uint64_t(dq_hi) << 32) | (dq_lo + (((j >> 2) * (kWgHeads * 128) + (j & 3) * 32) >> 4)), j);
     } else {
       const uint64_t dk = wg_desc(smem_addr(ks + st * kWgTileBytes));

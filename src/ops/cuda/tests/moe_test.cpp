@@ -157,10 +157,12 @@ TEST(CudaMoe, GroupedFp8Gemm) {
     DevBuf<int32_t> doff(off), dsrc(src);
     DevBuf<const fp8*> dpw(pw);
     DevBuf<const float*> dpws(pws);
-    for (int mode = 0; mode < 4; ++mode) {
+    for (int mode = 0; mode < 6; ++mode) {
       const bool gather = mode % 2 == 0;
-      Fp8Mode fm(mode >= 2);  // exact mma.sync kernel, then wgmma
-      SCOPED_TRACE(std::string(gather ? "rows" : "rows == nullptr") + (mode >= 2 ? ", wgmma" : ", mma.sync"));
+      const int km = mode / 2;  // exact f16 wgmma, exact mma.sync, FP8 wgmma
+      Fp8Mode fm(km == 2, km == 1);
+      SCOPED_TRACE(std::string(gather ? "rows" : "rows == nullptr") +
+                   (km == 0 ? ", f16 wgmma" : km == 1 ? ", mma.sync" : ", fp8 wgmma"));
       std::vector<bf16> y(size_t(Rtot * c.ldy), bf16{0xffff});
       R.grouped_fp8_gemm({a.data(), as.data(), gather ? src.data() : nullptr, off.data(), hw.data(), hws.data(),
                           y.data(), G, Rtot, c.N, c.K, c.ldy});
@@ -178,7 +180,7 @@ TEST(CudaMoe, GroupedFp8Gemm) {
               bound += std::fabs(fp8_to_f32(a[m * c.K + k]) * fp8_to_f32(w[g][n * c.K + k])) * as[m * nb + k / 128] *
                        ws[g][(n / 128) * nb + k / 128];
             const float ref = f(y[r * c.ldy + n]), got = f(yo[r * c.ldy + n]);
-            ASSERT_NEAR(got, ref, bound * std::ldexp(1.0, -12) + std::fabs(ref) * std::ldexp(1.0, -7))
+            ASSERT_NEAR(got, ref, bound * std::ldexp(1.0, km == 2 ? -12 : -16) + std::fabs(ref) * std::ldexp(1.0, -7))
                 << "group " << g << " row " << r << " col " << n;
           }
         }

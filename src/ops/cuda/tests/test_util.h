@@ -43,10 +43,17 @@ inline float f(bf16 v) { return bf16_to_f32(v); }
 // bf16 values equal within `ulps` units in the last place (NaN never matches).
 bool bf16_close_ulps(bf16 a, bf16 b, int ulps);
 
-// Selects the FP8 kernel family for a scope (set_fp8_wgmma), back to the exact default after.
+// Selects the FP8 kernel family for a scope (set_fp8_wgmma; mma_sync: the exact GEMMs' tiled
+// mma.sync kernel instead of f16 wgmma), back to the exact defaults after.
 struct Fp8Mode {
-  explicit Fp8Mode(bool wgmma) { set_fp8_wgmma(wgmma); }
-  ~Fp8Mode() { set_fp8_wgmma(false); }
+  explicit Fp8Mode(bool wgmma, bool mma_sync = false) {
+    set_fp8_wgmma(wgmma);
+    set_fp8_mma_sync(mma_sync);
+  }
+  ~Fp8Mode() {
+    set_fp8_wgmma(false);
+    set_fp8_mma_sync(false);
+  }
   Fp8Mode(const Fp8Mode&) = delete;
   Fp8Mode& operator=(const Fp8Mode&) = delete;
 };
