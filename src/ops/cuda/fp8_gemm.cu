@@ -477,25 +477,9 @@ __global__ void __launch_bounds__(128 * NWG) fp8_gemm_wgmma_kernel(WgJob j) {
     __syncthreads();
     for (int64_t kb = 0; kb < nb; ++kb) {
       const uint8_t* a = stage(int(kb % kGStages));
-      // This warp's weight rows 16 warp + g (+ 8) of the warpgroup's 64 (row & 7 == g): bytes
-      // [32 tq, 32 tq + 32) are chunks 2 tq, 2 tq + 1, stored at chunk ^ g.
-      const uint8_t* wr = a + (wg * 64 + warp * 16 + g) * 128;
-      uint32_t xw[8], yw[8];
-#pragma unroll
-      for (int h2 = 0; h2 < 2; ++h2) {
-        const uint4 x = *reinterpret_cast<const uint4*>(wr + (((2 * tq + h2) ^ g) << 4));
-        const uint4 y = *reinterpret_cast<const uint4*>(wr + 8 * 128 + (((2 * tq + h2) ^ g) << 4));
-        xw[4 * h2] = x.x; xw[4 * h2 + 1] = x.y; xw[4 * h2 + 2] = x.z; xw[4 * h2 + 3] = x.w;
-        yw[4 * h2] = y.x; yw[4 * h2 + 1] = y.y; yw[4 * h2 + 2] = y.z; yw[4 * h2 + 3] = y.w;
-      }
+      // This warp's weight rows 16 warp + g (+ 8) of the warpgroup's 64.
       uint32_t af[8][4];
-#pragma unroll
-      for (int jj = 0; jj < 8; ++jj) {
-        af[jj][0] = e4m3x2_f16x2(xw[jj]);
-        af[jj][1] = e4m3x2_f16x2(yw[jj]);
-        af[jj][2] = e4m3x2_f16x2(xw[jj] >> 16);
-        af[jj][3] = e4m3x2_f16x2(yw[jj] >> 16);
-      }
+      fp8_rows_f16_frags(a + (wg * 64 + warp * 16) * 128, g, tq, af);
       const uint64_t db = wg_desc(smem_addr(fbuf + (kb & 1) * (TN * 256)));
       const uint32_t db_lo = uint32_t(db), db_hi = uint32_t(db >> 32);
       wg_fence();

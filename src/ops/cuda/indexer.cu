@@ -206,25 +206,9 @@ __global__ void __launch_bounds__(WgCfg<kExact>::kThreads) indexer_wgmma_kernel(
       continue;
     }
     if constexpr (kExact) {
-      // This thread's keys r0 - base, r1 - base: rows 16 warp + g (+ 8), both with r & 7 == g;
-      // bytes [32 tq, 32 tq + 32) are chunks 2tq, 2tq + 1, stored at chunk ^ g.
-      const uint8_t* kt = ks + st * kWgTileBytes + (warp * 16 + g) * 128;
-      uint32_t xw[8], yw[8];
-#pragma unroll
-      for (int h2 = 0; h2 < 2; ++h2) {
-        const uint4 x = *reinterpret_cast<const uint4*>(kt + (((2 * tq + h2) ^ g) << 4));
-        const uint4 y = *reinterpret_cast<const uint4*>(kt + 8 * 128 + (((2 * tq + h2) ^ g) << 4));
-        xw[4 * h2] = x.x; xw[4 * h2 + 1] = x.y; xw[4 * h2 + 2] = x.z; xw[4 * h2 + 3] = x.w;
-        yw[4 * h2] = y.x; yw[4 * h2 + 1] = y.y; yw[4 * h2 + 2] = y.z; yw[4 * h2 + 3] = y.w;
-      }
+      // This thread's keys r0 - base, r1 - base: rows 16 warp + g (+ 8) of the tile.
       uint32_t a[8][4];
-#pragma unroll
-      for (int j = 0; j < 8; ++j) {
-        a[j][0] = e4m3x2_f16x2(xw[j]);
-        a[j][1] = e4m3x2_f16x2(yw[j]);
-        a[j][2] = e4m3x2_f16x2(xw[j] >> 16);
-        a[j][3] = e4m3x2_f16x2(yw[j] >> 16);
-      }
+      fp8_rows_f16_frags(ks + st * kWgTileBytes + warp * 16 * 128, g, tq, a);
       wg_fence();
 #pragma unroll
       for (int j = 0; j < 8; ++j)

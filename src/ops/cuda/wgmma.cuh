@@ -8,6 +8,8 @@
 #pragma once
 #include <cstdint>
 
+#include "ops/cuda/common.cuh"
+
 namespace dsa::ops::cuda::detail {
 
 __device__ __forceinline__ uint32_t smem_addr(const void* p) {
@@ -91,6 +93,32 @@ __device__ __forceinline__ void wgmma_fp8<128>(float (&d)[64], uint64_t da, uint
 // 8 + l/4, same k). D layout as wgmma_fp8's.
 template <int N>
 __device__ __forceinline__ void wgmma_f16_rs(float (&d)[N / 2], const uint32_t (&a)[4], uint64_t db, int accumulate);
+
+// The 8 register A fragments (k16-steps) of wgmma_f16_rs for 16 rows of a 128-byte-swizzled FP8
+// tile, e4m3 converted to f16 (exact). `rows` points at the warp's first row, whose index is a
+// multiple of 8, so lane (g, tq)'s rows g and g + 8 have row & 7 == g: it reads bytes [32 tq,
+// 32 tq + 32) of both (chunks 2 tq, 2 tq + 1, stored at chunk ^ g), and k16-step j takes word j,
+// its low two bytes at MMA k 2 tq, 2 tq + 1 and its high two at 8 + 2 tq, 9 + 2 tq. The B operand
+// must hold dim 32 tq + 4 j + 2 h + e at logical k 16 j + 8 h + 2 tq + e (h, e = 0, 1) to match;
+// only the order of the fp32 sum over K changes.
+__device__ __forceinline__ void fp8_rows_f16_frags(const uint8_t* rows, int g, int tq, uint32_t (&af)[8][4]) {
+  const uint8_t* r = rows + g * 128;
+  uint32_t xw[8], yw[8];
+#pragma unroll
+  for (int h2 = 0; h2 < 2; ++h2) {
+    const uint4 x = *reinterpret_cast<const uint4*>(r + (((2 * tq + h2) ^ g) << 4));
+    const uint4 y = *reinterpret_cast<const uint4*>(r + 8 * 128 + (((2 * tq + h2) ^ g) << 4));
+    xw[4 * h2] = x.x; xw[4 * h2 + 1] = x.y; xw[4 * h2 + 2] = x.z; xw[4 * h2 + 3] = x.w;
+    yw[4 * h2] = y.x; yw[4 * h2 + 1] = y.y; yw[4 * h2 + 2] = y.z; yw[4 * h2 + 3] = y.w;
+  }
+#pragma unroll
+  for (int j = 0; j < 8; ++j) {
+    af[j][0] = e4m3x2_f16x2(xw[j]);
+    af[j][1] = e4m3x2_f16x2(yw[j]);
+    af[j][2] = e4m3x2_f16x2(xw[j] >> 16);
+    af[j][3] = e4m3x2_f16x2(yw[j] >> 16);
+  }
+}
 
 template <>
 __device__ __forceinline__ void wgmma_f16_rs<16>(float (&d)[8], const uint32_t (&a)[4], uint64_t db, int accumulate) {
