@@ -26,10 +26,7 @@ void fill_hash(void* dst, size_t bytes, uint32_t seed, uint8_t mask, cudaStream_
 
 void copy_bytes(void* dst, const void* src, size_t bytes, cudaStream_t stream) {
   DSA_CUDA_REQUIRE(bytes % 16 == 0, "copy_bytes: size must be a multiple of 16");
-  int dev = 0, sms = 0;
-  CUDA_CHECK(cudaGetDevice(&dev));
-  CUDA_CHECK(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, dev));
-  copy_kernel<<<sms * 8, 512, 0, stream>>>(static_cast<uint4*>(dst), static_cast<const uint4*>(src),
+  copy_kernel<<<sm_count() * 8, 512, 0, stream>>>(static_cast<uint4*>(dst), static_cast<const uint4*>(src),
                                            bytes / 16);
   CUDA_CHECK_LAUNCH();
 }

@@ -27,6 +27,8 @@ namespace dsa::ops::cuda {
 // Grow-only scratch memory shared by the ops that need it (sparse_mla_decode). Not thread-safe
 // across streams: ops on different streams must not run concurrently.
 void* workspace(size_t bytes, cudaStream_t stream);
+// Streaming multiprocessors of the current device (read once).
+int sm_count();
 
 void act_quant(const ActQuant& p, cudaStream_t stream);
 void fp8_gemm(const Fp8Gemm& p, cudaStream_t stream);

@@ -12,6 +12,16 @@ void cuda_fail(cudaError_t e, const char* expr, const char* file, int line) {
 
 void arg_fail(const char* msg, const char* file, int line) { throw_error(file, line, msg); }
 
+int sm_count() {
+  static const int n = [] {
+    int dev = 0, v = 0;
+    CUDA_CHECK(cudaGetDevice(&dev));
+    CUDA_CHECK(cudaDeviceGetAttribute(&v, cudaDevAttrMultiProcessorCount, dev));
+    return v;
+  }();
+  return n;
+}
+
 void* workspace(size_t bytes, cudaStream_t stream) {
   static std::mutex mu;
   static void* buf = nullptr;

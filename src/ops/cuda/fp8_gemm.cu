@@ -43,12 +43,7 @@ __device__ bool find_group_tile(const WgJob& j, int* s_warp, int64_t& g_out, int
   const int64_t g0 = imin(j.G, tid * per), g1 = imin(j.G, g0 + per);
   int64_t cnt = 0;
   for (int64_t g = g0; g < g1; ++g) cnt += cdiv(j.offsets[g + 1] - j.offsets[g], TN);
-  int64_t incl = cnt;  // inclusive scan of tile counts over threads
-#pragma unroll
-  for (int o = 1; o < 32; o <<= 1) {
-    const int64_t v = __shfl_up_sync(0xffffffffu, incl, o);
-    if (lane >= o) incl += v;
-  }
+  const int64_t incl = warp_incl_scan(cnt, lane);  // inclusive scan of tile counts over a warp
   if (lane == 31) s_warp[warp] = int(incl);
   __syncthreads();
   int64_t before = 0;
@@ -77,40 +72,21 @@ __device__ bool find_group_tile(const WgJob& j, int* s_warp, int64_t& g_out, int
 }
 
 
-__device__ __forceinline__ void load_tile(uint8_t* dst, const uint8_t* src, int64_t rows_valid,
-                                          int64_t K, int64_t k0, bool vec) {
+// 64 rows x 128 bytes [k0, k0 + 128) of a tile into dst (row stride LDS): row r from row(r)
+// (nullptr: zeros), bytes past K zero.
+template <class Row>
+__device__ __forceinline__ void load_rows(uint8_t* dst, Row row, int64_t K, int64_t k0, bool vec) {
   for (int i = threadIdx.x; i < 64 * 8; i += blockDim.x) {
     const int r = i >> 3, c = (i & 7) * 16;
     uint4 v = make_uint4(0, 0, 0, 0);
-    if (r < rows_valid) {
-      const uint8_t* s = src + int64_t(r) * K + k0 + c;
+    if (const uint8_t* src = row(r)) {
+      const uint8_t* s = src + k0 + c;
       if (vec && k0 + c + 16 <= K) {
         v = *reinterpret_cast<const uint4*>(s);
       } else {
         uint8_t b[16];
 #pragma unroll
         for (int j = 0; j < 16; ++j) b[j] = k0 + c + j < K ? s[j] : 0;
-        memcpy(&v, b, 16);
-      }
-    }
-    *reinterpret_cast<uint4*>(dst + r * LDS + c) = v;
-  }
-}
-
-// Token rows of a tile: row r from a + src[r] * K (src[r] < 0: zeros).
-__device__ __forceinline__ void load_rows(uint8_t* dst, const fp8* a, const int32_t* src, int64_t K,
-                                          int64_t k0, bool vec) {
-  for (int i = threadIdx.x; i < 64 * 8; i += blockDim.x) {
-    const int r = i >> 3, c = (i & 7) * 16;
-    uint4 v = make_uint4(0, 0, 0, 0);
-    if (src[r] >= 0) {
-      const uint8_t* s = reinterpret_cast<const uint8_t*>(a) + int64_t(src[r]) * K + k0 + c;
-      if (vec && k0 + c + 16 <= K) {
-        v = *reinterpret_cast<const uint4*>(s);
-      } else {
-        uint8_t b[16];
-#pragma unroll
-        for (int jj = 0; jj < 16; ++jj) b[jj] = k0 + c + jj < K ? s[jj] : 0;
         memcpy(&v, b, 16);
       }
     }
@@ -166,10 +142,14 @@ __global__ void __launch_bounds__(128) fp8_gemm_kernel(WgJob j, bool vec) {
   const int wm = warp >> 1, wn = warp & 1;
   const int64_t K = j.K, nb = cdiv(K, kBlock);
   float acc[2][4][4] = {};
+  const uint8_t* const a8 = reinterpret_cast<const uint8_t*>(j.a);
+  const uint8_t* const w8 = reinterpret_cast<const uint8_t*>(W);
+  auto token_row = [&](int r) { return s_src[r] >= 0 ? a8 + int64_t(s_src[r]) * K : nullptr; };
+  auto weight_row = [&](int r) { return n0 + r < j.N ? w8 + (n0 + r) * K : nullptr; };
   for (int64_t kb = 0; kb < nb; ++kb) {
     __syncthreads();
-    load_rows(as, j.a, s_src, K, kb * kBlock, vec);
-    load_tile(ws, W + n0 * K, imin(BN, j.N - n0), K, kb * kBlock, vec);
+    load_rows(as, token_row, K, kb * kBlock, vec);
+    load_rows(ws, weight_row, K, kb * kBlock, vec);
     __syncthreads();
     uint32_t a[2][2][8], b[4][8];
 #pragma unroll
@@ -448,20 +428,16 @@ __global__ void __launch_bounds__(128 * NWG) fp8_gemm_wgmma_kernel(WgJob j) {
     }
   };
   if constexpr (kExact) {
-    // Token tile of stage st -> f16 B tile fb: 16-byte chunk (h, jj, hh) holds dims 32 q4 + 4 jj
-    // + 2 hh + e of token h (q4 = 0..3, e = 0, 1), i.e. byte 4 (jj & 3) + 2 hh of chunk
-    // 2 q4 + (jj >> 2) of the swizzled FP8 row.
+    // Token tile of stage st -> f16 B tile fb (f16_b_chunk); dim d of token h is byte d % 16 of
+    // chunk d / 16 of the swizzled FP8 row.
     auto convert_tokens = [&](int st, uint8_t* fb) {
       const uint8_t* tb = stage(st) + C::kA;
       for (int c = tid; c < TN * 16; c += C::kThreads) {
         const int h = c >> 4, jj = (c >> 1) & 7, hh = c & 1;
-        uint32_t v[4];
-#pragma unroll
-        for (int q4 = 0; q4 < 4; ++q4)
-          v[q4] = e4m3x2_f16x2(*reinterpret_cast<const uint16_t*>(
-              tb + h * 128 + (((2 * q4 + (jj >> 2)) ^ (h & 7)) << 4) + 4 * (jj & 3) + 2 * hh));
-        *reinterpret_cast<uint4*>(fb + (jj >> 2) * (TN * 128) + swz128(h, 2 * (jj & 3) + hh)) =
-            make_uint4(v[0], v[1], v[2], v[3]);
+        auto pair = [&](int d) {
+          return uint32_t(*reinterpret_cast<const uint16_t*>(tb + swz128(h, d >> 4) + (d & 15)));
+        };
+        *reinterpret_cast<uint4*>(fb + f16_b_offset(h, jj, hh, TN * 128)) = f16_b_chunk(pair, jj, hh);
       }
     };
     uint8_t* const fbuf = sm + kGStages * C::kStage;  // 2 f16 token tiles of TN * 256 bytes
@@ -481,12 +457,9 @@ __global__ void __launch_bounds__(128 * NWG) fp8_gemm_wgmma_kernel(WgJob j) {
       uint32_t af[8][4];
       fp8_rows_f16_frags(a + (wg * 64 + warp * 16) * 128, g, tq, af);
       const uint64_t db = wg_desc(smem_addr(fbuf + (kb & 1) * (TN * 256)));
-      const uint32_t db_lo = uint32_t(db), db_hi = uint32_t(db >> 32);
       wg_fence();
 #pragma unroll
-      for (int jj = 0; jj < 8; ++jj)
-        wgmma_f16_rs<TN>(d, af[jj],
-                         (uint64_t(db_hi) << 32) | (db_lo + (((jj >> 2) * (TN * 128) + (jj & 3) * 32) >> 4)), jj);
+      for (int jj = 0; jj < 8; ++jj) wgmma_f16_rs<TN>(d, af[jj], f16_b_desc(db, jj, TN * 128), jj);
       wg_commit();
       // The stage of block kb - 1 is free (the MMAs read registers and fbuf only): refill it.
       if (kb + kGStages - 1 < nb) issue(kb + kGStages - 1, int((kb + kGStages - 1) % kGStages));

@@ -11,7 +11,7 @@
 // it issue-bound on those conversions and on its mma chains.)
 #include <algorithm>
 #include <cmath>
-#include <cstdlib>
+#include <cstdint>
 
 #include "ops/cuda/common.cuh"
 #include "ops/cuda/wgmma.cuh"
@@ -19,16 +19,6 @@
 namespace dsa::ops::cuda {
 namespace {
 using namespace detail;
-
-int sm_count() {
-  static const int n = [] {
-    int dev = 0, v = 0;
-    CUDA_CHECK(cudaGetDevice(&dev));
-    CUDA_CHECK(cudaDeviceGetAttribute(&v, cudaDevAttrMultiProcessorCount, dev));
-    return v;
-  }();
-  return n;
-}
 
 // ---- Hopper warpgroup MMA (wgmma) path: 64 keys x 64 heads x 128 dims per tile, FP8 operands
 // straight from shared memory. Keys are A (M = 64 keys), q is B (N = 64 heads); both K-major rows
@@ -153,17 +143,12 @@ __global__ void __launch_bounds__(WgCfg<kExact>::kThreads) indexer_wgmma_kernel(
   // q rows (zero rows for heads >= H) and this thread's head weights: columns 8j + 2tq (+1).
   const uint8_t* qt = p.q + int64_t(t) * H * 128;
   if constexpr (kExact) {
-    // 16-byte chunk (h, j, hh): logical k 16 j + 8 hh .. + 7 of head h = dims 32 tq + 4 j + 2 hh
-    // + e for tq = 0..3, e = 0, 1; column block j / 4, chunk 2 (j % 4) + hh of the 128-byte row.
+    // Chunk (h, j, hh) of the f16 B tile (f16_b_chunk); zero rows for heads >= H.
     for (int c = threadIdx.x; c < kWgHeads * 16; c += C::kThreads) {
       const int h = c >> 4, j = (c >> 1) & 7, hh = c & 1;
-      uint32_t v[4] = {0, 0, 0, 0};
-      if (h < H)
-#pragma unroll
-        for (int q4 = 0; q4 < 4; ++q4)
-          v[q4] = e4m3x2_f16x2(__ldg(reinterpret_cast<const uint16_t*>(qt + h * 128 + q4 * 32 + 4 * j + 2 * hh)));
-      *reinterpret_cast<uint4*>(qs + (j >> 2) * (kWgHeads * 128) + swz128(h, 2 * (j & 3) + hh)) =
-          make_uint4(v[0], v[1], v[2], v[3]);
+      auto pair = [&](int d) { return uint32_t(__ldg(reinterpret_cast<const uint16_t*>(qt + h * 128 + d))); };
+      *reinterpret_cast<uint4*>(qs + f16_b_offset(h, j, hh, kWgHeads * 128)) =
+          h < H ? f16_b_chunk(pair, j, hh) : make_uint4(0, 0, 0, 0);
     }
   } else {
     for (int c = threadIdx.x; c < kWgHeads * 8; c += C::kThreads) {
@@ -183,8 +168,6 @@ __global__ void __launch_bounds__(WgCfg<kExact>::kThreads) indexer_wgmma_kernel(
     wv[2 * j + 1] = h + 1 < H ? __ldg(p.w + int64_t(t) * H + h + 1) : 0.0f;
   }
   const uint64_t dq = wg_desc(smem_addr(qs));
-  // f16 q descriptors: only the start-address field (low word) changes between k-steps.
-  const uint32_t dq_lo = uint32_t(dq), dq_hi = uint32_t(dq >> 32);
   float d[32];  // fresh per tile (the first k-step overwrites it)
 #pragma unroll
   for (int x = 0; x < 32; ++x) d[x] = 0.0f;
@@ -212,8 +195,7 @@ __global__ void __launch_bounds__(WgCfg<kExact>::kThreads) indexer_wgmma_kernel(
       wg_fence();
 #pragma unroll
       for (int j = 0; j < 8; ++j)
-        wgmma_f16_rs<64>(d, a[j],
-                       (uint64_t(dq_hi) << 32) | (dq_lo + (((j >> 2) * (kWgHeads * 128) + (j & 3) * 32) >> 4)), j);
+        wgmma_f16_rs<64>(d, a[j], f16_b_desc(dq, j, kWgHeads * 128), j);
     } else {
       const uint64_t dk = wg_desc(smem_addr(ks + st * kWgTileBytes));
       wg_fence();
@@ -250,10 +232,9 @@ __global__ void __launch_bounds__(WgCfg<kExact>::kThreads) indexer_wgmma_kernel(
 template <bool kExact>
 void launch_wgmma(const IndexerLogits& p, cudaStream_t stream) {
   using C = WgCfg<kExact>;
-  const int sms = sm_count();
   constexpr size_t smem = C::kSmem;
   static_assert(smem + sizeof(int32_t) * C::kWgs * kWgMaxTiles <= 232448, "over sm_90's shared memory");
-  constexpr int per_sm = int(std::min<size_t>(5, (227 * 1024) / (smem + 1024))) * C::kWgs;  // warpgroups
+  constexpr int blocks_per_sm = int(std::min<size_t>(5, (227 * 1024) / (smem + 1024)));
   static bool configured = false;
   if (!configured) {
     CUDA_CHECK(cudaFuncSetAttribute(indexer_wgmma_kernel<kExact>, cudaFuncAttributeMaxDynamicSharedMemorySize,
@@ -263,19 +244,25 @@ void launch_wgmma(const IndexerLogits& p, cudaStream_t stream) {
   // Tiles per warpgroup: the cost model is waves x (tiles per warpgroup + ~8 tiles of block start
   // (q staging, ring fill)), over the block counts an SM-wide grid allows; ties go to fewer blocks.
   // (H200, 64 x 128K keys: the former rule, ~2 waves of equal blocks, gave 125 tiles per
-  // warpgroup in 5 blocks per row, 2.4 waves rounded up to 3.)
+  // warpgroup in 5 blocks per row, 2.4 waves rounded up to 3.) The search is cached for the last
+  // shape: every layer of a decode step has the same one.
   const int64_t tiles = ceil_div(p.N, kWgKeys);
-  const int64_t slots = int64_t(sms) * (per_sm / C::kWgs);  // blocks resident at once
-  int64_t tpb = kWgMaxTiles, best = INT64_MAX;
-  for (int64_t cand = kWgMaxTiles; cand >= 1; --cand) {
-    const int64_t bpr = ceil_div(tiles, cand * C::kWgs);
-    const int64_t per = ceil_div(tiles, bpr * C::kWgs);  // tiles of the fullest warpgroup
-    const int64_t cost = ceil_div(p.S * bpr, slots) * (per + 8);
-    if (cost < best) best = cost, tpb = per;
+  thread_local int64_t last_tiles = -1, last_s = -1, last_tpb = 1;
+  if (tiles != last_tiles || p.S != last_s) {
+    const int64_t slots = int64_t(sm_count()) * blocks_per_sm;  // blocks resident at once
+    int64_t best = INT64_MAX;
+    for (int64_t cand = kWgMaxTiles; cand >= 1; --cand) {
+      const int64_t bpr = ceil_div(tiles, cand * C::kWgs);
+      const int64_t per = ceil_div(tiles, bpr * C::kWgs);  // tiles of the fullest warpgroup
+      const int64_t cost = ceil_div(p.S * bpr, slots) * (per + 8);
+      if (cost < best) best = cost, last_tpb = per;
+    }
+    last_tiles = tiles;
+    last_s = p.S;
   }
+  const int64_t tpb = last_tpb;
   launch_pdl(indexer_wgmma_kernel<kExact>, dim3(unsigned(ceil_div(tiles, tpb * C::kWgs)), unsigned(p.S)),
-             dim3(C::kThreads), smem,
-             stream, p, int(tpb));
+             dim3(C::kThreads), smem, stream, p, int(tpb));
 }
 
 // Any shape: one thread per (query, key), scalar fp32 dots.

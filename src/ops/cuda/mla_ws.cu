@@ -722,12 +722,11 @@ bool mla_ws(const SparseMlaDecode& p, cudaStream_t stream) {
     return false;
   // SM count of an sm_90 device, 0 elsewhere (the binary carries sm_90a code only).
   static const int sms = [] {
-    int dev = 0, n = 0, major = 0, minor = 0;
+    int dev = 0, major = 0, minor = 0;
     CUDA_CHECK(cudaGetDevice(&dev));
-    CUDA_CHECK(cudaDeviceGetAttribute(&n, cudaDevAttrMultiProcessorCount, dev));
     CUDA_CHECK(cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, dev));
     CUDA_CHECK(cudaDeviceGetAttribute(&minor, cudaDevAttrComputeCapabilityMinor, dev));
-    return major == 9 && minor == 0 ? n : 0;
+    return major == 9 && minor == 0 ? sm_count() : 0;
   }();
   if (sms == 0) return false;
   const int64_t tiles = cdiv(p.K, kKeys), hg = cdiv(p.H, kHeads), work = p.S * hg, rows = p.S * p.H;

@@ -94,12 +94,7 @@ __global__ void __launch_bounds__(1024) moe_route_kernel(MoeRoute p) {
     const int per = (E + 31) / 32, e0 = min(E, lane * per), e1 = min(E, e0 + per);
     int local = 0;
     for (int e = e0; e < e1; ++e) local += next[e];
-    int incl = local;
-#pragma unroll
-    for (int o = 1; o < 32; o <<= 1) {
-      const int v = __shfl_up_sync(0xffffffffu, incl, o);
-      if (lane >= o) incl += v;
-    }
+    const int incl = detail::warp_incl_scan(local, lane);
     int run = incl - local;
     for (int e = e0; e < e1; ++e) {
       const int c = next[e];

@@ -82,12 +82,7 @@ __device__ __forceinline__ void threshold_bucket(const uint32_t* hist, uint32_t 
     c[j] = hist[255 - 8 * lane - j];
     local += c[j];
   }
-  uint32_t incl = local;
-#pragma unroll
-  for (int o = 1; o < 32; o <<= 1) {
-    const uint32_t y = __shfl_up_sync(0xffffffffu, incl, o);
-    if (lane >= o) incl += y;
-  }
+  const uint32_t incl = warp_incl_scan(local, lane);
   uint32_t above = incl - local;
   if (above < need && incl >= need) {
 #pragma unroll

@@ -156,4 +156,24 @@ __device__ __forceinline__ void wgmma_f16_rs<128>(float (&d)[64], const uint32_t
       : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "l"(db), "r"(accumulate));
 }
 
+// The f16 B tile that matches fp8_rows_f16_frags, one 16-byte chunk (j, hh) at a time: logical k
+// 16 j + 8 hh .. + 7 of a row = its dims 32 q4 + 4 j + 2 hh + e (q4 = 0..3, e = 0, 1); pair(d)
+// returns the two e4m3 bytes at dims d, d + 1 (low byte first). The tile is two 64-dim column
+// blocks of block_bytes (rows of 128 bytes, 128-byte swizzle); the chunk goes to column block
+// j / 4, chunk 2 (j % 4) + hh of its row (f16_b_offset).
+template <class Pair>
+__device__ __forceinline__ uint4 f16_b_chunk(Pair pair, int j, int hh) {
+  uint32_t v[4];
+#pragma unroll
+  for (int q4 = 0; q4 < 4; ++q4) v[q4] = e4m3x2_f16x2(pair(32 * q4 + 4 * j + 2 * hh));
+  return make_uint4(v[0], v[1], v[2], v[3]);
+}
+__device__ __forceinline__ uint32_t f16_b_offset(int row, int j, int hh, uint32_t block_bytes) {
+  return (j >> 2) * block_bytes + swz128(row, 2 * (j & 3) + hh);
+}
+// Descriptor of k16-step j of that tile, from the descriptor of its base.
+__device__ __forceinline__ uint64_t f16_b_desc(uint64_t base, int j, uint32_t block_bytes) {
+  return base + (((j >> 2) * block_bytes + (j & 3) * 32) >> 4);
+}
+
 }  // namespace dsa::ops::cuda::detail
