@@ -148,7 +148,7 @@ ModelConfig base_v32() {
 
 }  // namespace
 
-std::vector<std::string> preset_names() { return {"tiny", "demo", "v32-layer"}; }
+std::vector<std::string> preset_names() { return {"micro", "tiny", "demo", "v32-layer"}; }
 
 ModelConfig preset_config(const std::string& preset) {
   ModelConfig c = base_v32();
@@ -175,8 +175,29 @@ ModelConfig preset_config(const std::string& preset) {
     c.first_k_dense_replace = 1;
     c.index_n_heads = 4;
     c.index_topk = 32;
+  } else if (preset == "micro") {
+    // The training tests' model: every V3.2 part (dense + MoE layer, grouped routing, shared
+    // expert, indexer with top-k 8, MTP) at the smallest width the kernels take, so gradient
+    // fixtures of every parameter stay small. Partial 128-blocks: q_lora 96, kv_lora 64.
+    c.vocab_size = 512;
+    c.hidden_size = 128;
+    c.intermediate_size = 192;
+    c.moe_intermediate_size = 64;
+    c.num_hidden_layers = 2;
+    c.num_attention_heads = c.num_key_value_heads = 2;
+    c.q_lora_rank = 96;
+    c.kv_lora_rank = 64;
+    c.qk_nope_head_dim = 64;
+    c.v_head_dim = 64;
+    c.n_routed_experts = 8;
+    c.num_experts_per_tok = 2;
+    c.n_group = 4;
+    c.topk_group = 2;
+    c.first_k_dense_replace = 1;
+    c.index_n_heads = 2;
+    c.index_topk = 8;
   } else {
-    DSA_FAIL("unknown preset \"{}\" (known: tiny, demo, v32-layer)", preset);
+    DSA_FAIL("unknown preset \"{}\" (known: micro, tiny, demo, v32-layer)", preset);
   }
   c.validate();
   return c;

@@ -1,5 +1,5 @@
 // `dsa make-model`: deterministic random checkpoints with the exact V3.2 tensor names, dtypes
-// and block-scale layout (presets tiny, demo, v32-layer).
+// and block-scale layout (presets micro, tiny, demo, v32-layer).
 #pragma once
 #include <cstdint>
 #include <string>
