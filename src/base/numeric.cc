@@ -37,4 +37,13 @@ const std::array<float, 256> kFp8Table = [] {
   return t;
 }();
 
+double log_sum_exp(const float* z, int64_t n) {
+  float mx = -INFINITY;
+  for (int64_t i = 0; i < n; ++i) mx = std::fmax(mx, z[i]);
+  if (mx == -INFINITY) return -INFINITY;
+  double sum = 0.0;
+  for (int64_t i = 0; i < n; ++i) sum += std::exp(double(z[i]) - double(mx));
+  return double(mx) + std::log(sum);
+}
+
 }  // namespace dsa

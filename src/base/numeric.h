@@ -59,6 +59,11 @@ inline float ue8m0_scale_for_amax(float amax) {
   return std::bit_cast<float>(uint32_t(e + 127) << 23);
 }
 
+// log Σ_i exp(z[i]) in double, max subtracted, summed in index order: the log-softmax behind
+// every log-prob the engine reports and the trainer's loss (one definition, so they agree).
+// -inf entries contribute 0; all -inf gives -inf.
+double log_sum_exp(const float* z, int64_t n);
+
 inline bool is_power_of_two_float(float s) {
   if (!(s > 0.0f) || !std::isfinite(s)) return false;
   return (std::bit_cast<uint32_t>(s) & 0x7fffffu) == 0;

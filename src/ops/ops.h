@@ -290,7 +290,9 @@ struct ScaleAdd {
   int64_t M, H;
 };
 
-// One table per backend. Every entry must be filled.
+struct GradTable;  // ops/grad.h: backward and optimiser ops (training)
+
+// One table per backend. Every entry must be filled (grad: nullptr when the backend cannot train).
 struct OpTable {
   const char* name;
   Memory mem;
@@ -316,6 +318,7 @@ struct OpTable {
   void (*indexer_weights)(const IndexerWeights&);
   void (*paged_rows)(const PagedRows&);
   void (*scale_add)(const ScaleAdd&);
+  const GradTable* grad;
 };
 
 // Host memory for the host backends (ref, cpu).

@@ -1,5 +1,6 @@
 // The optimised CPU op table: every entry points at a kernel in ops/cpu.
 #include "ops/cpu/cpu_ops.h"
+#include "ops/grad.h"
 #include "ops/ref/ref_util.h"  // the data-movement ops are shared with ref
 
 namespace dsa::ops {
@@ -30,6 +31,7 @@ const OpTable& cpu_ops() {
       &ref::indexer_weights,
       &ref::paged_rows,
       &ref::scale_add,
+      &cpu_grad_ops(),
   };
   return table;
 }

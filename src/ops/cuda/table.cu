@@ -205,6 +205,7 @@ const OpTable& cuda_ops() {
       &t_indexer_weights,
       &t_paged_rows,
       &t_scale_add,
+      nullptr,  // no training ops on CUDA yet
   };
   return t;
 }

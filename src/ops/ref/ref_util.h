@@ -6,6 +6,7 @@
 
 #include "base/error.h"
 #include "base/numeric.h"
+#include "ops/grad.h"
 #include "ops/ops.h"
 #include "ops/ref/checks.h"
 
@@ -40,6 +41,26 @@ void indexer_weights(const IndexerWeights& p);
 void paged_rows(const PagedRows& p);
 void scale_add(const ScaleAdd& p);
 
+// Training ops (ops/grad.h).
+void check(const Gemm& p);
+void gemm(const Gemm& p);
+void dequant(const Dequant& p);
+void weight_quant(const WeightQuant& p);
+void rms_norm_bwd(const RmsNormBwd& p);
+void layer_norm_bwd(const LayerNormBwd& p);
+void rope_bwd(const RopeBwd& p);
+void hadamard_f32(const HadamardF32& p);
+void sparse_mla_bwd_q(const SparseMlaBwdQ& p);
+void sparse_mla_bwd_kv(const SparseMlaBwdKv& p);
+void silu_mul_bwd(const SiluMulBwd& p);
+void moe_gate_bwd(const MoeGateBwd& p);
+void moe_combine_bwd(const MoeCombineBwd& p);
+void scatter_add_rows(const ScatterAddRows& p);
+void logits_grad(const LogitsGrad& p);
+void adamw(const AdamW& p);
+void sum_squares(const SumSquares& p);
+void axpy(const Axpy& p);
+
 inline float ld(bf16 v) {
   return bf16_to_f32(v);
 }
@@ -54,5 +75,8 @@ void grouped_fp8_gemm_by_group(const GroupedFp8Gemm& p, void (*gemm)(const Fp8Ge
 
 // p = bf16(softmax(score[0:n])) with fp32 max / exp / sum; scores are already bf16-valued.
 void softmax_bf16(float* score, int64_t n);
+
+// Dequantised latent cache row (spec §9 layout): c[0:kv_lora] = fp8 * scale, pe[0:rope] = bf16.
+void dequant_latent_row(const uint8_t* row, const LatentLayout& lay, float* c, float* pe);
 
 }  // namespace dsa::ops::ref

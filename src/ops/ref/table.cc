@@ -1,4 +1,5 @@
 // The reference op table: every entry points at the scalar implementation in ops/ref.
+#include "ops/grad.h"
 #include "ops/ref/ref_util.h"
 
 namespace dsa::ops {
@@ -29,6 +30,7 @@ const OpTable& ref_ops() {
       &ref::indexer_weights,
       &ref::paged_rows,
       &ref::scale_add,
+      &ref_grad_ops(),
   };
   return table;
 }
