@@ -12,22 +12,40 @@
 
 namespace dsa::test {
 
-std::string tiny_model_dir() {
-  // Generated once per process into a directory of its own (ctest runs test processes in
-  // parallel), removed at exit: cheap (13 MB, ~0.2 s) and never stale.
-  static std::once_flag once;
-  static std::string dir = std::string(DSA_BINARY_DIR) + "/test_models/tiny-" + std::to_string(::getpid());
-  std::call_once(once, [] {
+namespace {
+
+// A preset generated once per process into a directory of its own (ctest runs test processes in
+// parallel), removed at exit: cheap (tiny: 13 MB, ~0.2 s) and never stale.
+std::string preset_dir(const char* preset, std::once_flag& once, std::string& dir) {
+  std::call_once(once, [&] {
+    dir = std::string(DSA_BINARY_DIR) + "/test_models/" + preset + "-" + std::to_string(::getpid());
     MakeModelOptions o;
-    o.preset = "tiny";
+    o.preset = preset;
     o.out_dir = dir;
     make_model(o);
-    std::atexit([] {
-      std::error_code ec;
-      std::filesystem::remove_all(dir, ec);
-    });
+    static std::vector<std::string> made;
+    made.push_back(dir);
+    if (made.size() == 1)
+      std::atexit([] {
+        std::error_code ec;
+        for (auto& d : made) std::filesystem::remove_all(d, ec);
+      });
   });
   return dir;
+}
+
+}  // namespace
+
+std::string tiny_model_dir() {
+  static std::once_flag once;
+  static std::string dir;
+  return preset_dir("tiny", once, dir);
+}
+
+std::string micro_model_dir() {
+  static std::once_flag once;
+  static std::string dir;
+  return preset_dir("micro", once, dir);
 }
 
 std::string fixture_path(const std::string& rel) { return std::string(DSA_SOURCE_DIR) + "/tests/fixtures/" + rel; }

@@ -44,6 +44,7 @@ struct Rng {
 
 // Directory of the `tiny` preset checkpoint, generated on first use under the build tree.
 std::string tiny_model_dir();
+std::string micro_model_dir();  // the `micro` preset (training tests)
 std::string fixture_path(const std::string& rel);  // DSA_SOURCE_DIR/tests/fixtures/rel
 
 // Cosine difference 1 - 2<x,y>/(|x|^2+|y|^2) (DeepGEMM's metric), in double.

@@ -76,6 +76,7 @@ Tensor run_indexer(const LayerContext& ctx, const LayerWeights& w, int64_t layer
   const int64_t K = c.index_topk;
   Tensor idx = be.alloc(DType::I32, {S, K});
   ops.topk({scores.ptr<float>(), ends_dev.ptr<int32_t>(), idx.ptr<int32_t>(), S, end, K});
+  if (ctx.tape) ctx.tape->index_scores = scores;
   return idx;
 }
 
@@ -144,6 +145,13 @@ Tensor run_attention(const LayerContext& ctx, const LayerWeights& w, int64_t lay
   fp8_linear(be, qr.ptr<bf16>(), S, w.q_b, q.ptr<bf16>(), nh * dqk);
   ops.rope({q.ptr<bf16>(), pos, ctx.rope_cos, ctx.rope_sin, S, nh, dqk, nope, R, true});
   dump_bf16(ctx, layer, "q", q.ptr<bf16>(), {nh, dqk});
+  LayerTape* tape = ctx.tape;
+  if (tape) {
+    DSA_CHECK(!rows.mha, "internal: the training forward takes the absorbed attention path");
+    tape->qa = qa;
+    tape->qr = qr;
+    tape->q = q;
+  }
 
   // Latent: kv = wkv_a(x) → [c (L) ; k_pe (R)]; c = kv_norm(c); k_pe gets interleaved RoPE.
   Tensor kv = be.alloc(DType::BF16, {S, L + R});
@@ -153,6 +161,10 @@ Tensor run_attention(const LayerContext& ctx, const LayerWeights& w, int64_t lay
   Tensor cn = be.alloc(DType::BF16, {S, L});
   ops.rms_norm({craw.ptr<bf16>(), nullptr, w.kv_norm.ptr<float>(), cn.ptr<bf16>(), S, L, eps});
   ops.rope({kv.ptr<bf16>(), pos, ctx.rope_cos, ctx.rope_sin, S, 1, L + R, L, R, true});
+  if (tape) {
+    tape->kv = kv;
+    tape->craw = craw;
+  }
   // FP8 round trip of the latent = the cache write (spec §5 step 5, §9 layout).
   const ops::LatentLayout lay = rows.kv->latent_layout();
   const int64_t lb = lay.row_bytes(), nsb = ops::ceil_div(L, ops::kBlock);
@@ -181,6 +193,10 @@ Tensor run_attention(const LayerContext& ctx, const LayerWeights& w, int64_t lay
 
   int64_t K = 0;
   const Tensor idx = select_keys(ctx, w, layer, xn, qr, &K);
+  if (tape) {
+    tape->idx = idx;
+    tape->K = K;
+  }
   const float scale = float(c.softmax_scale());
   Tensor o = be.alloc(DType::BF16, {S, nh, dv});
   if (rows.mha) {
@@ -242,6 +258,13 @@ Tensor run_attention(const LayerContext& ctx, const LayerWeights& w, int64_t lay
     ops.sparse_mla_decode({q_abs.ptr<bf16>(), q_pe.ptr<bf16>(), lcache, phys.ptr<int32_t>(), o_lat.ptr<bf16>(), S, nh,
                            rows.kv->capacity() * rows.kv->page_size(), K, lay, scale});
     ops.head_matmul({o_lat.ptr<bf16>(), wkv + nope * L, o.ptr<bf16>(), S, nh, L, dv, nh * L, L, (nope + dv) * L, L, true});
+    if (tape) {
+      tape->q_abs = q_abs;
+      tape->q_pe = q_pe;
+      tape->phys = phys;
+      tape->o_lat = o_lat;
+      tape->o = o;
+    }
   }
   dump_bf16(ctx, layer, "attn_o", o.ptr<bf16>(), {nh * dv});
   Tensor out = be.alloc(DType::BF16, {S, H});

@@ -13,6 +13,12 @@ void fp8_linear(Backend& be, const bf16* x, int64_t M, const Fp8Matrix& W, bf16*
   be.ops().fp8_gemm({q.ptr<fp8>(), s.ptr<float>(), W.w.ptr<fp8>(), W.s.ptr<float>(), y, M, W.out, K, ldy});
 }
 
+Tensor clone(Backend& be, const Tensor& t) {
+  Tensor c = be.alloc(t.dtype, t.shape);
+  be.ops().mem.copy(c.data, t.data, t.nbytes(), ops::CopyKind::kDeviceToDevice);
+  return c;
+}
+
 void copy_slice(Backend& be, const void* src, int64_t src_stride, void* dst, int64_t dst_stride, int64_t bytes,
                 int64_t rows) {
   be.ops().copy_rows({static_cast<const uint8_t*>(src), static_cast<uint8_t*>(dst), nullptr, nullptr, src_stride,
@@ -49,6 +55,11 @@ void run_layer(const LayerContext& ctx, const LayerWeights& w, int64_t layer, Te
   const float eps = float(ctx.cfg.rms_norm_eps);
   const ops::OpTable& ops = ctx.be.ops();
   Tensor xn = ctx.be.alloc(DType::BF16, {S, H});
+  LayerTape* tape = ctx.tape;
+  if (tape) {
+    tape->h_in = h;
+    if (residual.data) tape->res_in = clone(ctx.be, residual);
+  }
   if (!residual.data) {
     residual = ctx.be.alloc(DType::BF16, {S, H});
     ops.mem.copy(residual.data, h.data, size_t(S * H * 2), ops::CopyKind::kDeviceToDevice);
@@ -59,9 +70,15 @@ void run_layer(const LayerContext& ctx, const LayerWeights& w, int64_t layer, Te
   dump_bf16(ctx, layer, "attn_norm", xn.ptr<bf16>(), {H});
   Tensor a = run_attention(ctx, w, layer, xn);
   dump_bf16(ctx, layer, "attn_out", a.ptr<bf16>(), {H});
+  if (tape) {
+    tape->xn = clone(ctx.be, xn);  // xn is reused for the ffn_norm output below
+    tape->attn_out = a;
+    tape->res_mid = clone(ctx.be, residual);
+  }
   ops.rms_norm({a.ptr<bf16>(), residual.ptr<bf16>(), w.ffn_norm.ptr<float>(), xn.ptr<bf16>(), S, H, eps});
   dump_bf16(ctx, layer, "ffn_norm", xn.ptr<bf16>(), {H});
   dump_bf16(ctx, layer, "residual", residual.ptr<bf16>(), {H});
+  if (tape) tape->xn2 = xn;
   h = run_ffn(ctx, w, layer, xn);
   dump_bf16(ctx, layer, "ffn_out", h.ptr<bf16>(), {H});
 }

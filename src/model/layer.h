@@ -17,12 +17,37 @@ struct Model::Rows {
   int64_t maxb = 0;                    // block-table width
   std::vector<int32_t> block_table;    // [S, maxb] page ids of each row's sequence
   std::vector<int64_t> write_row;      // [S] physical latent row of each new token
+  std::vector<std::pair<SequenceState*, int64_t>> distinct;  // each sequence once, with its row count
   Tensor block_table_dev, pos_dev;     // backend copies of block_table and pos
   // Per call, the same for every layer (each layer's pools share one layout):
   int64_t max_end = 0;                 // max(pos) + 1
   Tensor ends_dev;                     // [S] pos + 1: visible keys of each row (indexer, top-k)
   Tensor index_off[2];                 // [S] byte offsets of the new tokens' index key / scale
   Tensor latent_off[3];                // [S] byte offsets of their latent fp8 part / scales / rope
+};
+
+// What one layer's forward keeps for the backward (model/train_step.h); filled only when
+// LayerContext::tape is set. Inputs of in-place ops are copied before they change.
+struct MlpTape {
+  Tensor x8, xs;   // act_quant of the input (the GEMMs' A operand) [M, H], [M, ceil(H/128)]
+  Tensor g, u, h;  // bf16 [M, I]: gate, up, silu(gate)*up
+};
+struct LayerTape {
+  Tensor h_in, res_in;            // attn_norm inputs (res_in empty for the first block)
+  Tensor xn;                      // attn_norm output
+  Tensor qa, qr, q, kv, craw;     // MLA projections (q and kv after RoPE), craw = kv_norm input
+  Tensor q_abs, q_pe, o_lat, o;   // absorbed attention
+  Tensor idx;                     // [S, K] logical key positions used (after replay / dense)
+  Tensor phys;                    // [S, K] their physical cache rows
+  int64_t K = 0;
+  Tensor attn_out, res_mid;       // ffn_norm inputs (res_mid = the residual before the add)
+  Tensor xn2;                     // ffn_norm output
+  MlpTape dense, shared;
+  // MoE: gate logits, routing, grouped expert intermediates (rows in expert order).
+  Tensor logits, experts, weights, offsets, rows, row_w, pos;
+  MlpTape routed;                 // x8/xs = act_quant of xn2 (token rows), g/u/h grouped [R, I]
+  Tensor routed_out;              // [R, H] expert outputs (bf16)
+  Tensor index_scores;            // [S, max_end] fp32 indexer logits (when scored)
 };
 
 struct LayerContext {
@@ -33,6 +58,7 @@ struct LayerContext {
   const float* rope_cos;     // [>= max position + 1, rope/2]
   const float* rope_sin;
   const ForwardOptions& opt;
+  LayerTape* tape = nullptr;  // training: keep what the backward needs
 };
 
 // h: [S, H] bf16 block input (becomes the block output); residual: bf16 [S, H] residual stream
@@ -41,6 +67,8 @@ void run_layer(const LayerContext& ctx, const LayerWeights& w, int64_t layer, Te
 
 // act_quant + fp8_gemm: y[M, out] (row stride ldy) = x[M, in] @ W^T, spec §3.2.
 void fp8_linear(Backend& be, const bf16* x, int64_t M, const Fp8Matrix& W, bf16* y, int64_t ldy);
+// A copy of a backend tensor in fresh backend memory.
+Tensor clone(Backend& be, const Tensor& t);
 // A strided slice copy: rows of `bytes` from src (stride src_stride) to dst (stride dst_stride).
 void copy_slice(Backend& be, const void* src, int64_t src_stride, void* dst, int64_t dst_stride, int64_t bytes,
                 int64_t rows);

@@ -87,6 +87,24 @@ std::unique_ptr<Model> Model::load(const std::string& dir, const ops::OpTable& o
   return m;
 }
 
+std::unique_ptr<Model> Model::create(const ModelConfig& cfg, const ops::OpTable& ops) {
+  cfg.validate();
+  auto m = std::make_unique<Model>();
+  m->cfg_ = cfg;
+  m->be_ = std::make_unique<Backend>(ops);
+  return m;
+}
+
+void Model::set_weights(ModelWeights w) {
+  DSA_CHECK(int64_t(w.layers.size()) == cfg_.num_hidden_layers, "set_weights: {} layers for a {}-layer config",
+            w.layers.size(), cfg_.num_hidden_layers);
+  w_ = std::move(w);
+  weight_bytes_ = 0;
+  for_each_tensor(w_, [&](Tensor& t) { weight_bytes_ += t.nbytes(); });
+  for (LayerWeights& l : w_.layers) build_expert_tables(*be_, l);
+  for (MtpWeights& m : w_.mtp) build_expert_tables(*be_, m.layer);
+}
+
 std::shared_ptr<KvCache> Model::make_kv_cache(int64_t page_size, int64_t max_pages) const {
   return std::make_shared<KvCache>(cfg_, page_size, max_pages, be_->ops().mem);
 }
@@ -140,35 +158,45 @@ std::vector<float> Model::forward_decode(const std::vector<SequenceState*>& seqs
   return run(rows, tokens, opt);
 }
 
-std::vector<float> Model::run(Rows& rows, const std::vector<int32_t>& tokens, const ForwardOptions& opt) {
-  const int64_t S = int64_t(tokens.size()), H = cfg_.hidden_size, V = cfg_.vocab_size;
-  for (int32_t t : tokens) DSA_CHECK(t >= 0 && t < V, "token id {} is outside the vocabulary [0, {})", t, V);
+void Model::prepare(Rows& rows, const ForwardOptions& opt, bool reserve) {
+  const int64_t S = int64_t(rows.pos.size());
   int64_t max_end = 0;
   for (int64_t s = 0; s < S; ++s) max_end = std::max<int64_t>(max_end, rows.pos[s] + 1);
   DSA_CHECK(max_end <= cfg_.max_position_embeddings, "sequence length {} exceeds max_position_embeddings {}", max_end,
             cfg_.max_position_embeddings);
-  if (opt.replay) DSA_CHECK(int64_t(opt.replay->layers.size()) == cfg_.num_hidden_layers, "replay: wrong layer count");
-  // Pages for the new tokens (throws "KV cache full" before anything is written).
-  if (rows.single || S == 1) {
-    rows.seqs[0]->reserve(S);
-  } else {
-    for (auto* q : rows.seqs) q->reserve(1);
+  if (opt.replay) DSA_CHECK(int64_t(opt.replay->layers.size()) >= cfg_.num_hidden_layers, "replay: wrong layer count");
+  // Each distinct sequence gets its rows at consecutive positions from its length; pages for all
+  // of them are reserved first (throws "KV cache full" before anything is written).
+  rows.distinct.clear();
+  for (int64_t s = 0; s < S; ++s) {
+    auto it = std::find_if(rows.distinct.begin(), rows.distinct.end(), [&](auto& d) { return d.first == rows.seqs[s]; });
+    if (it == rows.distinct.end()) {
+      rows.distinct.push_back({rows.seqs[s], 0});
+      it = rows.distinct.end() - 1;
+    }
+    if (reserve)
+      DSA_CHECK(rows.pos[s] == it->first->len + it->second, "forward: row {} has position {}, expected {}", s,
+                rows.pos[s], it->first->len + it->second);
+    ++it->second;
   }
+  if (reserve)
+    for (auto& [q, n] : rows.distinct) q->reserve(n);
   KvCache& kv = rows.seqs[0]->kv();
   DSA_CHECK(&kv.memory() == &be_->ops().mem || (!kv.memory().device && !be_->device()),
             "the KV cache lives in other memory than the {} backend's", be_->ops().name);
+  for (auto& [q, n] : rows.distinct) DSA_CHECK(&q->kv() == &kv, "forward: sequences use different KV caches");
   rows.kv = &kv;
   // Block tables [S, maxb] and physical rows of the new tokens (host copies + backend copies).
   const int64_t ps = kv.page_size();
   rows.maxb = (max_end + ps - 1) / ps;
   rows.block_table.assign(size_t(S * rows.maxb), 0);
+  rows.write_row.clear();
   for (int64_t s = 0; s < S; ++s) {
     const auto& pg = rows.seqs[s]->pages();
     std::copy(pg.begin(), pg.begin() + (rows.pos[s] + ps) / ps, rows.block_table.begin() + s * rows.maxb);
     rows.write_row.push_back(rows.seqs[s]->row(rows.pos[s]));
   }
   Backend& be = *be_;
-  const ops::OpTable& ops = be.ops();
   rows.block_table_dev = be.upload(rows.block_table, DType::I32);
   rows.pos_dev = be.upload(rows.pos, DType::I32);
   {  // cache-write offsets and row ends, once for all layers
@@ -191,14 +219,27 @@ std::vector<float> Model::run(Rows& rows, const std::vector<int32_t>& tokens, co
     for (int i = 0; i < 3; ++i) rows.latent_off[i] = be.upload(off[2 + i], DType::I64);
   }
   ensure_rope(max_end);
-  if (opt.record) opt.record->layers.assign(cfg_.num_hidden_layers, {});
+}
 
+Tensor Model::embed_rows(const std::vector<int32_t>& tokens) {
+  const int64_t S = int64_t(tokens.size()), H = cfg_.hidden_size, V = cfg_.vocab_size;
+  for (int32_t t : tokens) DSA_CHECK(t >= 0 && t < V, "token id {} is outside the vocabulary [0, {})", t, V);
   // Embedding rows (a gather of bf16 rows by token id).
   std::vector<int64_t> src_off(static_cast<size_t>(S));
   for (int64_t s = 0; s < S; ++s) src_off[s] = int64_t(tokens[s]) * H * 2;
-  const Tensor off = be.upload(src_off, DType::I64);
-  Tensor h = be.alloc(DType::BF16, {S, H});
-  ops.copy_rows({w_.embed.ptr<uint8_t>(), h.ptr<uint8_t>(), off.ptr<int64_t>(), nullptr, 0, H * 2, H * 2, S});
+  const Tensor off = be_->upload(src_off, DType::I64);
+  Tensor h = be_->alloc(DType::BF16, {S, H});
+  be_->ops().copy_rows({w_.embed.ptr<uint8_t>(), h.ptr<uint8_t>(), off.ptr<int64_t>(), nullptr, 0, H * 2, H * 2, S});
+  return h;
+}
+
+std::vector<float> Model::run(Rows& rows, const std::vector<int32_t>& tokens, const ForwardOptions& opt) {
+  const int64_t S = int64_t(tokens.size()), H = cfg_.hidden_size, V = cfg_.vocab_size;
+  Tensor h = embed_rows(tokens);  // checks the ids before anything is reserved
+  prepare(rows, opt, true);
+  if (opt.record) opt.record->layers.assign(cfg_.num_hidden_layers, {});
+  Backend& be = *be_;
+  const ops::OpTable& ops = be.ops();
   Tensor residual;
   LayerContext ctx{cfg_, be, rows, S, rope_cos_dev_.ptr<float>(), rope_sin_dev_.ptr<float>(), opt};
   for (int64_t i = 0; i < cfg_.num_hidden_layers; ++i) run_layer(ctx, w_.layers[i], i, h, residual);
@@ -214,8 +255,7 @@ std::vector<float> Model::run(Rows& rows, const std::vector<int32_t>& tokens, co
   ops.linear_f32({x32.ptr<float>(), w_.lm_head.ptr<bf16>(), lg.ptr<float>(), nrows, V, H});
   std::vector<float> logits = be.to_host<float>(lg);
   if (opt.dump && opt.dump->wants("logits")) opt.dump->add("logits", {V}, logits.data(), nrows);
-  if (rows.single || S == 1) rows.seqs[0]->len += S;
-  else for (auto* q : rows.seqs) q->len += 1;
+  for (auto& [q, n] : rows.distinct) q->len += n;
   return logits;
 }
 

@@ -62,6 +62,12 @@ class Model {
  public:
   static std::unique_ptr<Model> load(const std::string& dir, const ops::OpTable& ops,
                                      const std::function<void(const std::string&)>& log);
+  // A model without weights (the trainer's: set_weights from its parameters, model/params.h).
+  static std::unique_ptr<Model> create(const ModelConfig& cfg, const ops::OpTable& ops);
+  // Replaces the weights (backend tensors, e.g. Params::forward_weights()); in-flight sequences
+  // keep their caches. Builds the routed-expert tables.
+  void set_weights(ModelWeights w);
+  const ModelWeights& weights() const { return w_; }
   const ModelConfig& config() const { return cfg_; }
   const ops::OpTable& ops() const { return be_->ops(); }
   void set_ops(const ops::OpTable& ops) { be_->set_ops(ops); }  // same memory kind only
@@ -92,6 +98,11 @@ class Model {
   Tensor rope_cos_dev_, rope_sin_dev_;      // backend copies
   std::shared_ptr<KvCache> own_kv_;
   std::vector<float> run(Rows& rows, const std::vector<int32_t>& tokens, const ForwardOptions& opt);
+  // The pieces of a call, also driven by the trainer (model/train_step.h): block tables, cache-write
+  // offsets and rope for rows (reserve: pages for new tokens, positions checked), embedding rows.
+  void prepare(Rows& rows, const ForwardOptions& opt, bool reserve);
+  Tensor embed_rows(const std::vector<int32_t>& tokens);
+  friend class TrainStep;
   size_t weight_bytes_ = 0;
   void ensure_rope(int64_t n);
 };

@@ -13,21 +13,30 @@ namespace dsa {
 namespace {
 
 // y = down(bf16(silu(gate x) * up x)) for rows of x already act_quant'ed (xq, xs): [M, H] → y.
-void mlp_q(Backend& be, const Mlp& m, const fp8* xq, const float* xs, int64_t M, bf16* y) {
+void mlp_q(Backend& be, const Mlp& m, const fp8* xq, const float* xs, int64_t M, bf16* y, MlpTape* tape) {
   const int64_t I = m.gate.out, H = m.down.out, K = m.gate.in;
   Tensor g = be.alloc(DType::BF16, {M, I}), u = be.alloc(DType::BF16, {M, I}), h = be.alloc(DType::BF16, {M, I});
   be.ops().fp8_gemm({xq, xs, m.gate.w.ptr<fp8>(), m.gate.s.ptr<float>(), g.ptr<bf16>(), M, I, K, I});
   be.ops().fp8_gemm({xq, xs, m.up.w.ptr<fp8>(), m.up.s.ptr<float>(), u.ptr<bf16>(), M, I, K, I});
   be.ops().silu_mul({g.ptr<bf16>(), u.ptr<bf16>(), h.ptr<bf16>(), M, I});
   fp8_linear(be, h.ptr<bf16>(), M, m.down, y, H);
+  if (tape) {
+    tape->g = g;
+    tape->u = u;
+    tape->h = h;
+  }
 }
 
 // act_quant is per row, so gate and up share one quantisation of x (same bits as two).
-void mlp(Backend& be, const Mlp& m, const bf16* x, int64_t M, bf16* y) {
+void mlp(Backend& be, const Mlp& m, const bf16* x, int64_t M, bf16* y, MlpTape* tape) {
   const int64_t K = m.gate.in;
   Tensor q = be.alloc(DType::F8_E4M3, {M, K}), s = be.alloc(DType::F32, {M, ops::ceil_div(K, ops::kBlock)});
   be.ops().act_quant({x, q.ptr<fp8>(), s.ptr<float>(), M, K});
-  mlp_q(be, m, q.ptr<fp8>(), s.ptr<float>(), M, y);
+  mlp_q(be, m, q.ptr<fp8>(), s.ptr<float>(), M, y, tape);
+  if (tape) {
+    tape->x8 = q;
+    tape->xs = s;
+  }
 }
 
 // Replayed expert choices (spec §8.2 step 5: weights recomputed from our own unbiased sigmoid
@@ -82,7 +91,7 @@ Tensor run_ffn(const LayerContext& ctx, const LayerWeights& w, int64_t layer, co
   const int64_t S = ctx.S, H = c.hidden_size;
   Tensor y = be.alloc(DType::BF16, {S, H});
   if (!w.moe) {
-    mlp(be, w.dense, xn.ptr<bf16>(), S, y.ptr<bf16>());
+    mlp(be, w.dense, xn.ptr<bf16>(), S, y.ptr<bf16>(), ctx.tape ? &ctx.tape->dense : nullptr);
     return y;
   }
   const int64_t E = c.n_routed_experts, k = c.num_experts_per_tok;
@@ -134,7 +143,11 @@ Tensor run_ffn(const LayerContext& ctx, const LayerWeights& w, int64_t layer, co
     grouped(xq.ptr<fp8>(), xs.ptr<float>(), rows.ptr<int32_t>(), 0, g.ptr<bf16>(), I, H);
     grouped(xq.ptr<fp8>(), xs.ptr<float>(), rows.ptr<int32_t>(), 1, u.ptr<bf16>(), I, H);
     ops.silu_mul({g.ptr<bf16>(), u.ptr<bf16>(), h.ptr<bf16>(), R, I});
-  }  // g, u back to the cache before the [R, H] output is allocated
+    if (ctx.tape) {
+      ctx.tape->routed.g = g;
+      ctx.tape->routed.u = u;
+    }
+  }  // g, u back to the cache before the [R, H] output is allocated (unless taped)
   Tensor hq = be.alloc(DType::F8_E4M3, {R, I}), hs = be.alloc(DType::F32, {R, ops::ceil_div(I, ops::kBlock)});
   ops.act_quant({h.ptr<bf16>(), hq.ptr<fp8>(), hs.ptr<float>(), R, I});
   Tensor out = be.alloc(DType::BF16, {R, H});
@@ -144,10 +157,25 @@ Tensor run_ffn(const LayerContext& ctx, const LayerWeights& w, int64_t layer, co
   ops.moe_combine({acc.ptr<float>(), out.ptr<bf16>(), pos.ptr<int32_t>(), row_w.ptr<float>(), S, k, H});
   if (w.has_shared) {
     Tensor sh = be.alloc(DType::BF16, {S, H});
-    mlp_q(be, w.shared, xq.ptr<fp8>(), xs.ptr<float>(), S, sh.ptr<bf16>());
+    mlp_q(be, w.shared, xq.ptr<fp8>(), xs.ptr<float>(), S, sh.ptr<bf16>(), ctx.tape ? &ctx.tape->shared : nullptr);
     ops.scale_add({acc.ptr<float>(), nullptr, sh.ptr<bf16>(), nullptr, S, H});
   }
   ops.convert({acc.data, y.data, S * H, false});
+  if (LayerTape* t = ctx.tape) {
+    t->logits = logits;
+    t->experts = experts_dev;
+    t->weights = wts_dev;
+    t->offsets = offsets;
+    t->rows = rows;
+    t->row_w = row_w;
+    t->pos = pos;
+    t->routed.x8 = xq;
+    t->routed.xs = xs;
+    t->routed.h = h;
+    t->routed_out = out;
+    t->shared.x8 = xq;
+    t->shared.xs = xs;
+  }
   return y;
 }
 

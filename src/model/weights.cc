@@ -8,6 +8,7 @@
 
 #include "base/numeric.h"
 #include "model/tensor_table.h"
+#include "ops/ops.h"
 
 namespace dsa {
 
@@ -51,6 +52,11 @@ class Loader {
       DSA_CHECK(std::isfinite(s[i]) && s[i] > 0, "tensor {}: scale element {} is {} (must be finite and > 0)",
                 sn, i, s[i]);
     return m;
+  }
+
+  const TensorSpec* spec(const std::string& name) const {
+    auto it = specs_.find(name);
+    return it == specs_.end() ? nullptr : &it->second;
   }
 
   // Every tensor in the checkpoint must be known; returns the names of MTP tensors (skipped).
@@ -132,7 +138,7 @@ void for_each_tensor(ModelWeights& w, const std::function<void(Tensor&)>& fn) {
   fn(w.embed);
   fn(w.final_norm);
   fn(w.lm_head);
-  for (LayerWeights& l : w.layers) {
+  auto layer = [&](LayerWeights& l) {
     for (Tensor* t : {&l.attn_norm, &l.ffn_norm, &l.q_norm, &l.kv_norm, &l.wkv_b_bf16, &l.idx_k_norm_w,
                       &l.idx_k_norm_b, &l.idx_weights_proj})
       fn(*t);
@@ -145,7 +151,66 @@ void for_each_tensor(ModelWeights& w, const std::function<void(Tensor&)>& fn) {
       for (Mlp& e : l.experts) mlp(e);
       if (l.has_shared) mlp(l.shared);
     }
+  };
+  for (LayerWeights& l : w.layers) layer(l);
+  for (MtpWeights& m : w.mtp) {
+    for (Tensor* t : {&m.enorm, &m.hnorm, &m.head_norm, &m.eh_proj}) fn(*t);
+    layer(m.layer);
   }
+}
+
+Tensor load_dequantised(const Checkpoint& ckpt, const ModelConfig& cfg, const std::string& name) {
+  Loader L(ckpt, cfg);
+  const TensorSpec* spec = L.spec(name);
+  DSA_CHECK(spec, "internal: {} is not in the tensor table", name);
+  Tensor r = Tensor::empty(DType::F32, spec->shape);
+  float* o = r.ptr<float>();
+  if (spec->kind == TensorKind::Fp8Matrix) {
+    const Fp8Matrix m = L.fp8(name);
+    const int64_t kb = ops::ceil_div(m.in, 128);
+    for (int64_t i = 0; i < m.out; ++i)
+      for (int64_t j = 0; j < m.in; ++j)
+        o[i * m.in + j] = kFp8Table[m.w.ptr<uint8_t>()[i * m.in + j]] * m.s.ptr<float>()[(i / 128) * kb + j / 128];
+  } else {
+    const Tensor t = L.get(name);  // norm / F32 vectors come back as F32
+    if (t.dtype == DType::F32) std::copy(t.ptr<float>(), t.ptr<float>() + t.numel(), o);
+    else for (int64_t i = 0; i < t.numel(); ++i) o[i] = bf16_to_f32(t.ptr<bf16>()[i]);
+  }
+  return r;
+}
+
+LayerWeights assemble_layer(const ModelConfig& cfg, int64_t i, bool mtp, const WeightGetter& g) {
+  const std::string p = fmt::format("model.layers.{}.", i);
+  LayerWeights l;
+  l.attn_norm = g.tensor(p + "input_layernorm.weight");
+  l.ffn_norm = g.tensor(p + "post_attention_layernorm.weight");
+  l.q_a = g.fp8(p + "self_attn.q_a_proj.weight");
+  l.q_norm = g.tensor(p + "self_attn.q_a_layernorm.weight");
+  l.q_b = g.fp8(p + "self_attn.q_b_proj.weight");
+  l.kv_a = g.fp8(p + "self_attn.kv_a_proj_with_mqa.weight");
+  l.kv_norm = g.tensor(p + "self_attn.kv_a_layernorm.weight");
+  l.kv_b = g.fp8(p + "self_attn.kv_b_proj.weight");
+  l.o = g.fp8(p + "self_attn.o_proj.weight");
+  l.wkv_b_bf16 = g.dequant_bf16(l.kv_b);
+  l.idx_wq_b = g.fp8(p + "self_attn.indexer.wq_b.weight");
+  l.idx_wk = g.fp8(p + "self_attn.indexer.wk.weight");
+  l.idx_k_norm_w = g.tensor(p + "self_attn.indexer.k_norm.weight");
+  l.idx_k_norm_b = g.tensor(p + "self_attn.indexer.k_norm.bias");
+  l.idx_weights_proj = g.tensor(p + "self_attn.indexer.weights_proj.weight");
+  l.moe = mtp || cfg.is_moe_layer(i);
+  auto mlp = [&](const std::string& q) {
+    return Mlp{g.fp8(q + "gate_proj.weight"), g.fp8(q + "up_proj.weight"), g.fp8(q + "down_proj.weight")};
+  };
+  if (!l.moe) {
+    l.dense = mlp(p + "mlp.");
+  } else {
+    l.gate_w = g.tensor(p + "mlp.gate.weight");
+    l.gate_bias = g.tensor(p + "mlp.gate.e_score_correction_bias");
+    for (int64_t e = 0; e < cfg.n_routed_experts; ++e) l.experts.push_back(mlp(p + fmt::format("mlp.experts.{}.", e)));
+    l.has_shared = cfg.n_shared_experts > 0;
+    if (l.has_shared) l.shared = mlp(p + "mlp.shared_experts.");
+  }
+  return l;
 }
 
 ModelWeights load_weights(const Checkpoint& ckpt, const ModelConfig& cfg,
@@ -155,39 +220,9 @@ ModelWeights load_weights(const Checkpoint& ckpt, const ModelConfig& cfg,
   w.embed = L.get("model.embed_tokens.weight");
   w.final_norm = L.get("model.norm.weight");
   w.lm_head = L.get("lm_head.weight");
-  for (int64_t i = 0; i < cfg.num_hidden_layers; ++i) {
-    const std::string p = fmt::format("model.layers.{}.", i);
-    LayerWeights l;
-    l.attn_norm = L.get(p + "input_layernorm.weight");
-    l.ffn_norm = L.get(p + "post_attention_layernorm.weight");
-    l.q_a = L.fp8(p + "self_attn.q_a_proj.weight");
-    l.q_norm = L.get(p + "self_attn.q_a_layernorm.weight");
-    l.q_b = L.fp8(p + "self_attn.q_b_proj.weight");
-    l.kv_a = L.fp8(p + "self_attn.kv_a_proj_with_mqa.weight");
-    l.kv_norm = L.get(p + "self_attn.kv_a_layernorm.weight");
-    l.kv_b = L.fp8(p + "self_attn.kv_b_proj.weight");
-    l.o = L.fp8(p + "self_attn.o_proj.weight");
-    l.wkv_b_bf16 = dequant_bf16(l.kv_b);
-    l.idx_wq_b = L.fp8(p + "self_attn.indexer.wq_b.weight");
-    l.idx_wk = L.fp8(p + "self_attn.indexer.wk.weight");
-    l.idx_k_norm_w = L.get(p + "self_attn.indexer.k_norm.weight");
-    l.idx_k_norm_b = L.get(p + "self_attn.indexer.k_norm.bias");
-    l.idx_weights_proj = L.get(p + "self_attn.indexer.weights_proj.weight");
-    l.moe = cfg.is_moe_layer(i);
-    auto mlp = [&](const std::string& q) {
-      return Mlp{L.fp8(q + "gate_proj.weight"), L.fp8(q + "up_proj.weight"), L.fp8(q + "down_proj.weight")};
-    };
-    if (!l.moe) {
-      l.dense = mlp(p + "mlp.");
-    } else {
-      l.gate_w = L.get(p + "mlp.gate.weight");
-      l.gate_bias = L.get(p + "mlp.gate.e_score_correction_bias");
-      for (int64_t e = 0; e < cfg.n_routed_experts; ++e) l.experts.push_back(mlp(p + fmt::format("mlp.experts.{}.", e)));
-      l.has_shared = cfg.n_shared_experts > 0;
-      if (l.has_shared) l.shared = mlp(p + "mlp.shared_experts.");
-    }
-    w.layers.push_back(std::move(l));
-  }
+  const WeightGetter g{[&](const std::string& n) { return L.get(n); }, [&](const std::string& n) { return L.fp8(n); },
+                      [](const Fp8Matrix& m) { return dequant_bf16(m); }};
+  for (int64_t i = 0; i < cfg.num_hidden_layers; ++i) w.layers.push_back(assemble_layer(cfg, i, false, g));
   w.skipped = L.check_unexpected(L.used);
   if (!w.skipped.empty())
     log(fmt::format("skipped {} MTP tensors (model.layers.{}.*): speculative decoding is not implemented",

@@ -44,13 +44,37 @@ struct LayerWeights {
   Mlp shared;
 };
 
+// The MTP module (spec §11; docs/training.md §4): enorm/hnorm, eh_proj, one decoder block and
+// the shared head's norm. The embedding and LM head are the main model's.
+struct MtpWeights {
+  Tensor enorm, hnorm, head_norm;  // F32 [H]
+  Tensor eh_proj;                  // BF16 [H, 2H]
+  LayerWeights layer;
+};
+
 struct ModelWeights {
   Tensor embed;     // BF16 [V, H]
   Tensor final_norm;// F32 [H]
   Tensor lm_head;   // BF16 [V, H]
   std::vector<LayerWeights> layers;
+  std::vector<MtpWeights> mtp;       // filled by the trainer; the inference loader skips MTP
   std::vector<std::string> skipped;  // tensors recognised and deliberately not loaded (MTP)
 };
+
+// Named forward-ready tensors (norm vectors F32, FP8 matrices with their scales) from which a
+// layer's weights are assembled: the checkpoint loader and the trainer's parameters both serve them.
+struct WeightGetter {
+  std::function<Tensor(const std::string&)> tensor;
+  std::function<Fp8Matrix(const std::string&)> fp8;
+  std::function<Tensor(const Fp8Matrix&)> dequant_bf16;  // BF16 copy of kv_b for the absorbed path
+};
+// Layer i's weights (HF prefix "model.layers.{i}."); mtp = the MTP block (always MoE-shaped as in
+// the tensor table).
+LayerWeights assemble_layer(const ModelConfig& c, int64_t i, bool mtp, const WeightGetter& g);
+
+// fp32 values of one table tensor read from a checkpoint and validated exactly as load_weights
+// does: FP8 matrices dequantised (fp8 * block scale), BF16 widened, F32 as stored. Host tensor.
+Tensor load_dequantised(const Checkpoint& ckpt, const ModelConfig& cfg, const std::string& name);
 
 // Calls fn on every tensor held by the weights (to move them to a device backend).
 void for_each_tensor(ModelWeights& w, const std::function<void(Tensor&)>& fn);

@@ -1,0 +1,54 @@
+// One training step of a V3.2 model (docs/training.md): the engine's own forward over a batch
+// (absorbed attention for every row, the same ops and decisions, a tape of what the backward
+// needs), the losses (next-token CE, MTP, sequence-wise balance), and the backward of every op
+// into the parameters' gradients. Not thread-safe; one per model.
+#pragma once
+#include <cstdint>
+#include <vector>
+
+#include "model/model.h"
+#include "model/params.h"
+
+namespace dsa {
+
+struct TrainBatch {
+  int64_t B = 0, T = 0;
+  std::vector<int32_t> tokens;  // [B, T+1]: inputs 0..T-1, targets 1..T
+  std::vector<float> weights;   // [B, T] loss weight of each target (empty: all 1)
+};
+
+struct TrainOptions {
+  bool dense = true;            // attention over every causal key; false: the indexer's top-k
+  double mtp_weight = 0.0;      // λ of the MTP loss (0: the MTP block is not run)
+  double balance_alpha = 0.0;   // α of the sequence-wise balance loss
+  // Decisions to force, one per sequence: layers 0..n-1 hold its T main rows, layer n (when MTP
+  // runs) its T-1 MTP rows. Keep routing (RL) and fixtures.
+  const std::vector<Decisions>* replay = nullptr;
+  std::vector<Decisions>* record = nullptr;  // receives the decisions, same layout
+};
+
+struct TrainResult {
+  double loss = 0, loss_main = 0, loss_mtp = 0, loss_bal = 0;
+  double weight_sum = 0;                          // Σ w over the main targets
+  std::vector<double> logprobs;                   // [B*T] log p(target) of the main head
+  std::vector<double> mtp_logprobs;               // [B*(T-1)] of the MTP head
+  std::vector<std::vector<int64_t>> expert_load;  // per MoE layer (main, then MTP): [E] choices
+};
+
+class TrainStep {
+ public:
+  // The model's weights must be params.forward_weights() (set by the caller before each step).
+  TrainStep(Model& model, Params& params);
+  // Forward and backward; gradients are added to params' grads, scaled by grad_scale.
+  TrainResult run(const TrainBatch& batch, const TrainOptions& opt, float grad_scale = 1.0f);
+  // Forward only: losses and log-probs, no gradients.
+  TrainResult evaluate(const TrainBatch& batch, const TrainOptions& opt);
+
+ private:
+  struct Pass;
+  TrainResult step(const TrainBatch& batch, const TrainOptions& opt, float grad_scale, bool backward);
+  Model& m_;
+  Params& p_;
+};
+
+}  // namespace dsa
