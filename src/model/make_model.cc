@@ -203,8 +203,18 @@ ModelConfig preset_config(const std::string& preset) {
   return c;
 }
 
+void write_model_config(const std::string& dir, const ModelConfig& c) {
+  std::ofstream f(dir + "/config.json");
+  DSA_CHECK(f.good(), "cannot write {}/config.json", dir);
+  f << c.to_json().dump(2) << "\n";
+  std::ofstream g(dir + "/generation_config.json");
+  g << nlohmann::json{{"bos_token_id", c.bos_token_id}, {"eos_token_id", c.eos_token_id},
+                      {"do_sample", true}, {"temperature", 1.0}, {"top_p", 0.95}}.dump(2) << "\n";
+  DSA_CHECK(f.good() && g.good(), "write error in {}", dir);
+}
+
 int64_t make_model(const MakeModelOptions& opt) {
-  ModelConfig c = preset_config(opt.preset);
+  ModelConfig c = opt.config ? *opt.config : preset_config(opt.preset);
   if (opt.layers > 0) {
     c.num_hidden_layers = opt.layers;
     c.first_k_dense_replace = std::min(c.first_k_dense_replace, opt.layers);
@@ -217,15 +227,7 @@ int64_t make_model(const MakeModelOptions& opt) {
   std::error_code ec;
   fs::create_directories(opt.out_dir, ec);
   DSA_CHECK(!ec, "cannot create directory {}: {}", opt.out_dir, ec.message());
-  {
-    std::ofstream f(opt.out_dir + "/config.json");
-    DSA_CHECK(f.good(), "cannot write {}/config.json", opt.out_dir);
-    f << c.to_json().dump(2) << "\n";
-    std::ofstream g(opt.out_dir + "/generation_config.json");
-    g << nlohmann::json{{"bos_token_id", c.bos_token_id}, {"eos_token_id", c.eos_token_id},
-                        {"do_sample", true}, {"temperature", 1.0}, {"top_p", 0.95}}.dump(2) << "\n";
-    DSA_CHECK(f.good() && g.good(), "write error in {}", opt.out_dir);
-  }
+  write_model_config(opt.out_dir, c);
   const auto specs = tensor_table(c, c.num_nextn_predict_layers > 0);
   // Split the table into shards of roughly equal byte size, in table order.
   int64_t total = 0;

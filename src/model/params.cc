@@ -70,6 +70,30 @@ void Params::zero_grad() {
   for (Param& p : params_) be_.ops().mem.fill(p.grad.data, 0, p.grad.nbytes());
 }
 
+Params::Stored Params::stored(const Param& p) const {
+  const ops::OpTable& ops = be_.ops();
+  Stored r;
+  const int64_t N = p.master.numel();
+  switch (p.spec.kind) {
+    case TensorKind::F32Vector:
+      r.t = be_.alloc(DType::F32, p.spec.shape);
+      ops.mem.copy(r.t.data, p.master.data, r.t.nbytes(), ops::CopyKind::kDeviceToDevice);
+      break;
+    case TensorKind::Bf16Matrix:
+    case TensorKind::NormVector:
+      r.t = be_.alloc(DType::BF16, p.spec.shape);
+      ops.convert({p.master.data, r.t.data, N, false});
+      break;
+    case TensorKind::Fp8Matrix:
+      r.t = be_.alloc(DType::F8_E4M3, p.spec.shape);
+      r.scale = be_.alloc(DType::F32, p.spec.scale_shape());
+      ops.grad->weight_quant({p.master.ptr<float>(), r.t.ptr<fp8>(), r.scale.ptr<float>(), p.spec.shape[0],
+                              p.spec.shape[1]});
+      break;
+  }
+  return r;
+}
+
 ModelWeights Params::forward_weights() const {
   const ops::OpTable& ops = be_.ops();
   const ops::GradTable& g = *ops.grad;
@@ -78,31 +102,19 @@ ModelWeights Params::forward_weights() const {
     DSA_CHECK(it != index_.end(), "internal: no parameter {}", n);
     return params_[it->second];
   };
-  // Rounded as the checkpoint stores it, then as the loader presents it (norm vectors F32).
+  // As the checkpoint stores it, then as the loader presents it (norm vectors in F32).
   auto tensor = [&](const std::string& n) {
     const Param& p = param(n);
-    const int64_t N = p.master.numel();
-    if (p.spec.kind == TensorKind::F32Vector) {
-      Tensor t = be_.alloc(DType::F32, p.spec.shape);
-      ops.mem.copy(t.data, p.master.data, t.nbytes(), ops::CopyKind::kDeviceToDevice);
-      return t;
-    }
-    Tensor b = be_.alloc(DType::BF16, p.spec.shape);
-    ops.convert({p.master.data, b.data, N, false});
-    if (p.spec.kind == TensorKind::Bf16Matrix) return b;
-    Tensor t = be_.alloc(DType::F32, p.spec.shape);  // NormVector: bf16-rounded, used in fp32
-    ops.convert({b.data, t.data, N, true});
+    Stored st = stored(p);
+    if (p.spec.kind != TensorKind::NormVector) return st.t;
+    Tensor t = be_.alloc(DType::F32, p.spec.shape);
+    ops.convert({st.t.data, t.data, p.master.numel(), true});
     return t;
   };
   auto fp8m = [&](const std::string& n) {
     const Param& p = param(n);
-    Fp8Matrix m;
-    m.out = p.spec.shape[0];
-    m.in = p.spec.shape[1];
-    m.w = be_.alloc(DType::F8_E4M3, p.spec.shape);
-    m.s = be_.alloc(DType::F32, p.spec.scale_shape());
-    g.weight_quant({p.master.ptr<float>(), m.w.ptr<fp8>(), m.s.ptr<float>(), m.out, m.in});
-    return m;
+    Stored st = stored(p);
+    return Fp8Matrix{st.t, st.scale, p.spec.shape[0], p.spec.shape[1]};
   };
   auto dequant_bf16 = [&](const Fp8Matrix& m) {
     Tensor t = be_.alloc(DType::BF16, {m.out, m.in});

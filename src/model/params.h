@@ -35,17 +35,25 @@ class Params {
   void set_master(const std::string& name, const float* host);
 
   const ModelConfig& config() const { return cfg_; }
+  Backend& backend() const { return be_; }
   bool has_mtp() const { return mtp_; }
   std::vector<Param>& all() { return params_; }
   const std::vector<Param>& all() const { return params_; }
   Param* find(const std::string& name);
   Param& at(const std::string& name);
+  const Param& at(const std::string& name) const { return const_cast<Params*>(this)->at(name); }
   float* grad(const std::string& name) { return at(name).grad.ptr<float>(); }
   int64_t count() const;  // number of scalar parameters
 
   void zero_grad();
   // Forward weights rounded from the masters (docs/training.md §1), in backend memory.
   ModelWeights forward_weights() const;
+  // A parameter as a checkpoint stores it (docs/training.md §1): FP8 + scale (weight_scale_inv),
+  // BF16 (matrices and norm vectors) or F32; backend memory.
+  struct Stored {
+    Tensor t, scale;
+  };
+  Stored stored(const Param& p) const;
 
  private:
   Backend& be_;
