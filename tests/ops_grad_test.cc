@@ -94,6 +94,46 @@ TEST(OpsGrad, GemmAllLayoutsMatchDoubleProduct) {
         }
 }
 
+// The cpu GEMM (fp32 FMA accumulation) against the reference (double): |c - ref| <= K * 2^-23 *
+// Σ_k |a_k b_k| + the fp32 rounding of the accumulated value, per element (the error of a
+// length-K fp32 dot product, gemma.cpp's matmul bound); shapes that leave partial row blocks and
+// column tiles, every layout and type, batches and accumulation.
+TEST(OpsGrad, CpuGemmMatchesReferenceWithinFp32Bound) {
+  const ops::GradTable& C = *ops::cpu_ops().grad;
+  Rng rng(21);
+  for (auto [M, N, K] : {std::tuple<int64_t, int64_t, int64_t>{1, 1, 1}, {7, 70, 33}, {13, 129, 300}, {64, 16, 5}}) {
+    for (int variant = 0; variant < 4; ++variant) {
+      const bool trans_a = variant & 1, trans_b = variant & 2;
+      const auto ta = variant == 1 ? ops::GemmType::BF16 : ops::GemmType::F32;
+      const auto tb = variant >= 2 ? ops::GemmType::BF16 : ops::GemmType::F32;
+      const int64_t batch = 2, lda = trans_a ? M : K, ldb = trans_b ? K : N, sa = M * K, sb = K * N, sc = M * N;
+      std::vector<float> af = rng.floats(size_t(batch * sa)), bfv = rng.floats(size_t(batch * sb));
+      std::vector<bf16> ab(af.size()), bb(bfv.size());
+      for (size_t i = 0; i < af.size(); ++i) ab[i] = f32_to_bf16(af[i]), af[i] = bf16_to_f32(ab[i]);
+      for (size_t i = 0; i < bfv.size(); ++i) bb[i] = f32_to_bf16(bfv[i]), bfv[i] = bf16_to_f32(bb[i]);
+      const void* A = ta == ops::GemmType::BF16 ? (const void*)ab.data() : af.data();
+      const void* B = tb == ops::GemmType::BF16 ? (const void*)bb.data() : bfv.data();
+      std::vector<float> init = rng.floats(size_t(batch * sc)), c1 = init, c2 = init;
+      const ops::Gemm g{A, B, c1.data(), ta, tb, M, N, K, lda, ldb, N, trans_a, trans_b, variant % 2 == 0, batch, sa, sb, sc};
+      G.gemm(g);
+      ops::Gemm g2 = g;
+      g2.c = c2.data();
+      C.gemm(g2);
+      for (int64_t b = 0; b < batch; ++b)
+        for (int64_t m = 0; m < M; ++m)
+          for (int64_t n = 0; n < N; ++n) {
+            double mag = g.accumulate ? std::fabs(init[b * sc + m * N + n]) : 0.0;
+            for (int64_t k = 0; k < K; ++k)
+              mag += std::fabs(double(af[b * sa + (trans_a ? k * lda + m : m * lda + k)]) *
+                               double(bfv[b * sb + (trans_b ? n * ldb + k : k * ldb + n)]));
+            const double bound = double(K + 1) * std::ldexp(1.0, -23) * mag + 1e-30;
+            ASSERT_LE(std::fabs(double(c1[b * sc + m * N + n]) - c2[b * sc + m * N + n]), bound)
+                << M << "x" << N << "x" << K << " variant " << variant;
+          }
+    }
+  }
+}
+
 TEST(OpsGrad, RmsNormBwdMatchesFiniteDifferences) {
   Rng rng(2);
   for (bool with_res : {false, true}) {

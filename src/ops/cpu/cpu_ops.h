@@ -1,6 +1,7 @@
 // Declarations of the optimised CPU ops (ops/cpu/*.cc, Highway SIMD with runtime dispatch plus
 // the base/thread_pool); table.cc collects them into cpu_ops().
 #pragma once
+#include "ops/grad.h"
 #include "ops/ops.h"
 
 namespace dsa::ops::cpu {
@@ -21,5 +22,7 @@ void head_matmul(const HeadMatmul& p);
 void moe_gate(const MoeGate& p);
 void silu_mul(const SiluMul& p);
 void moe_combine(const MoeCombine& p);
+// Training (ops/grad.h).
+void gemm(const Gemm& p);
 
 }  // namespace dsa::ops::cpu
