@@ -24,5 +24,19 @@ void silu_mul(const SiluMul& p);
 void moe_combine(const MoeCombine& p);
 // Training (ops/grad.h).
 void gemm(const Gemm& p);
+void dequant(const Dequant& p);
+void weight_quant(const WeightQuant& p);
+void rms_norm_bwd(const RmsNormBwd& p);
+void layer_norm_bwd(const LayerNormBwd& p);
+void rope_bwd(const RopeBwd& p);
+void sparse_mla_bwd_q(const SparseMlaBwdQ& p);
+void sparse_mla_bwd_kv(const SparseMlaBwdKv& p);
+void silu_mul_bwd(const SiluMulBwd& p);
+void moe_gate_bwd(const MoeGateBwd& p);
+void scatter_add_rows(const ScatterAddRows& p);
+void logits_grad(const LogitsGrad& p);
+void adamw(const AdamW& p);
+void sum_squares(const SumSquares& p);
+void axpy(const Axpy& p);
 
 }  // namespace dsa::ops::cpu

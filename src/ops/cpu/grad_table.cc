@@ -7,11 +7,11 @@ namespace dsa::ops {
 
 const GradTable& cpu_grad_ops() {
   static const GradTable table = {
-      &cpu::gemm,          &ref::dequant,          &ref::weight_quant,     &ref::rms_norm_bwd,
-      &ref::layer_norm_bwd, &ref::rope_bwd,        &ref::hadamard_f32,     &ref::sparse_mla_bwd_q,
-      &ref::sparse_mla_bwd_kv, &ref::silu_mul_bwd, &ref::moe_gate_bwd,     &ref::moe_combine_bwd,
-      &ref::scatter_add_rows, &ref::logits_grad,   &ref::adamw,            &ref::sum_squares,
-      &ref::axpy,
+      &cpu::gemm,           &cpu::dequant,          &cpu::weight_quant,     &cpu::rms_norm_bwd,
+      &cpu::layer_norm_bwd, &cpu::rope_bwd,         &ref::hadamard_f32,     &cpu::sparse_mla_bwd_q,
+      &cpu::sparse_mla_bwd_kv, &cpu::silu_mul_bwd,  &cpu::moe_gate_bwd,     &ref::moe_combine_bwd,
+      &cpu::scatter_add_rows, &cpu::logits_grad,    &cpu::adamw,            &cpu::sum_squares,
+      &cpu::axpy,
   };
   return table;
 }
