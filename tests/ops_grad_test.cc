@@ -157,7 +157,7 @@ TEST(OpsGrad, CpuRowOpsMatchReference) {
   }
   const int64_t V = 300;
   auto z = rng.floats(size_t(M * V), 2.0f), g = rng.floats(size_t(M));
-  std::vector<int32_t> tgt(size_t(M));
+  std::vector<int32_t> tgt(static_cast<size_t>(M));
   for (auto& t : tgt) t = rng.uni(0, int(V) - 1);
   std::vector<float> dz1(z.size()), dz2(z.size());
   std::vector<double> lp1(static_cast<size_t>(M)), lp2(static_cast<size_t>(M));
