@@ -5,6 +5,7 @@
 
 #include <cstddef>
 
+#include "ops/grad.h"
 #include "ops/ops.h"
 
 namespace dsa::ops::cuda {
@@ -78,6 +79,25 @@ void convert(const Convert& p, cudaStream_t stream);
 void indexer_weights(const IndexerWeights& p, cudaStream_t stream);
 void paged_rows(const PagedRows& p, cudaStream_t stream);
 void scale_add(const ScaleAdd& p, cudaStream_t stream);
+
+// Training ops (ops/grad.h; grad.cu, grad_gemm.cu), semantics as there; reductions in a fixed order.
+void gemm(const Gemm& p, cudaStream_t stream);  // cuBLAS: bf16 x bf16 on tensor cores (fp32 acc), else fp32
+void dequant(const Dequant& p, cudaStream_t stream);
+void weight_quant(const WeightQuant& p, cudaStream_t stream);
+void rms_norm_bwd(const RmsNormBwd& p, cudaStream_t stream);
+void layer_norm_bwd(const LayerNormBwd& p, cudaStream_t stream);
+void rope_bwd(const RopeBwd& p, cudaStream_t stream);
+void hadamard_f32(const HadamardF32& p, cudaStream_t stream);
+void sparse_mla_bwd_q(const SparseMlaBwdQ& p, cudaStream_t stream);
+void sparse_mla_bwd_kv(const SparseMlaBwdKv& p, cudaStream_t stream);
+void silu_mul_bwd(const SiluMulBwd& p, cudaStream_t stream);
+void moe_gate_bwd(const MoeGateBwd& p, cudaStream_t stream);
+void moe_combine_bwd(const MoeCombineBwd& p, cudaStream_t stream);
+void scatter_add_rows(const ScatterAddRows& p, cudaStream_t stream);
+void logits_grad(const LogitsGrad& p, cudaStream_t stream);
+void adamw(const AdamW& p, cudaStream_t stream);
+void sum_squares(const SumSquares& p, cudaStream_t stream);
+void axpy(const Axpy& p, cudaStream_t stream);
 
 // The backend's op table (table.cu): device memory (cudaMalloc) and every op on one stream of
 // its own, created on first use. register_cuda_backend() adds it to ops/backends.h as "cuda".

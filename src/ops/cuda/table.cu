@@ -130,7 +130,33 @@ DSA_CUDA_ENTRY(convert, Convert)
 DSA_CUDA_ENTRY(indexer_weights, IndexerWeights)
 DSA_CUDA_ENTRY(paged_rows, PagedRows)
 DSA_CUDA_ENTRY(scale_add, ScaleAdd)
+DSA_CUDA_ENTRY(gemm, Gemm)
+DSA_CUDA_ENTRY(dequant, Dequant)
+DSA_CUDA_ENTRY(weight_quant, WeightQuant)
+DSA_CUDA_ENTRY(rms_norm_bwd, RmsNormBwd)
+DSA_CUDA_ENTRY(layer_norm_bwd, LayerNormBwd)
+DSA_CUDA_ENTRY(rope_bwd, RopeBwd)
+DSA_CUDA_ENTRY(hadamard_f32, HadamardF32)
+DSA_CUDA_ENTRY(sparse_mla_bwd_q, SparseMlaBwdQ)
+DSA_CUDA_ENTRY(sparse_mla_bwd_kv, SparseMlaBwdKv)
+DSA_CUDA_ENTRY(silu_mul_bwd, SiluMulBwd)
+DSA_CUDA_ENTRY(moe_gate_bwd, MoeGateBwd)
+DSA_CUDA_ENTRY(moe_combine_bwd, MoeCombineBwd)
+DSA_CUDA_ENTRY(scatter_add_rows, ScatterAddRows)
+DSA_CUDA_ENTRY(logits_grad, LogitsGrad)
+DSA_CUDA_ENTRY(adamw, AdamW)
+DSA_CUDA_ENTRY(sum_squares, SumSquares)
+DSA_CUDA_ENTRY(axpy, Axpy)
 #undef DSA_CUDA_ENTRY
+
+const GradTable& cuda_grad_ops() {
+  static const GradTable t = {&t_gemm,          &t_dequant,          &t_weight_quant,  &t_rms_norm_bwd,
+                              &t_layer_norm_bwd, &t_rope_bwd,        &t_hadamard_f32,  &t_sparse_mla_bwd_q,
+                              &t_sparse_mla_bwd_kv, &t_silu_mul_bwd, &t_moe_gate_bwd,  &t_moe_combine_bwd,
+                              &t_scatter_add_rows, &t_logits_grad,   &t_adamw,         &t_sum_squares,
+                              &t_axpy};
+  return t;
+}
 
 // Grow-only device buffer for the head padding below (separate from workspace(), which the MLA
 // kernels use themselves). Stream order makes reuse across calls safe.
@@ -205,7 +231,7 @@ const OpTable& cuda_ops() {
       &t_indexer_weights,
       &t_paged_rows,
       &t_scale_add,
-      nullptr,  // no training ops on CUDA yet
+      &cuda_grad_ops(),
   };
   return t;
 }
