@@ -14,8 +14,12 @@ namespace dsa::text {
 
 namespace {
 
-// The repository root: from this source file's location (compile-time), else the current directory.
+// The repository root: the source dir given by CMake, else this source file's location, else the
+// current directory.
 std::filesystem::path repo_root() {
+#ifdef DSA_SOURCE_DIR
+  return std::filesystem::path(DSA_SOURCE_DIR);
+#endif
   std::filesystem::path here(__FILE__);
   if (here.is_absolute()) return here.parent_path().parent_path().parent_path();
   return std::filesystem::current_path();
