@@ -13,6 +13,7 @@
 #include <cstdint>
 #include <map>
 
+#include "base/error.h"
 #include "text/unicode_data.h"
 
 namespace dsa::text {
@@ -165,6 +166,7 @@ bool DeepSeekV3Splitter::handles(const std::vector<std::string>& patterns) {
 
 void DeepSeekV3Splitter::split(std::string_view text, const PieceFn& emit) const {
   if (text.empty()) return;
+  DSA_CHECK(text.size() < (size_t(1) << 32), "tokenizer: a text piece of {} bytes is too long", text.size());
   const FlagTable& table = flag_table();
   thread_local Decoded d;
   d.text = text;
