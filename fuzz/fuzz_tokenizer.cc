@@ -1,5 +1,6 @@
-// libFuzzer target: encode arbitrary bytes (valid UTF-8 must round-trip, invalid must throw
-// dsa::Error), decode arbitrary ids and stream them through the incremental decoder.
+// libFuzzer target: encode arbitrary bytes (valid UTF-8 must round-trip and give the same ids through
+// both pre-tokenizer splitters, invalid must throw dsa::Error), decode arbitrary ids and stream them
+// through the incremental decoder.
 #include <cstdlib>
 #include <cstring>
 #include <string>
@@ -17,12 +18,28 @@ static const dsa::text::Tokenizer& tok() {
   return t;
 }
 
+// The same tokenizer splitting through the PCRE2 chain: both splitters must give the same ids.
+static const dsa::text::Tokenizer& regex_tok() {
+  static dsa::text::Tokenizer t = [] {
+    const char* env = std::getenv("DSA_TOKENIZER");
+    return dsa::text::Tokenizer::from_file(env ? env : DSA_SOURCE_DIR "/third_party/tokenizer/tokenizer.json",
+                                           {.regex_pre_tokenizer = true});
+  }();
+  return t;
+}
+
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   const std::string s(reinterpret_cast<const char*>(data), size);
   const auto& t = tok();
   if (dsa::text::is_valid_utf8(s)) {
     const std::vector<int32_t> ids = t.encode(s);
     if (t.decode(ids) != s) std::abort();
+    if (regex_tok().encode(s) != ids) std::abort();
+    // Plain ranges (message text): the decode is unchanged; no range means encode().
+    const std::vector<dsa::text::TextRange> none;
+    if (t.encode_marked(s, none) != ids) std::abort();
+    const std::vector<dsa::text::TextRange> half = {{0, s.size() / 2}};
+    if (t.decode(t.encode_marked(s, half)) != s) std::abort();
     dsa::text::IncrementalDecoder dec(t);
     std::string streamed;
     for (int32_t id : ids) streamed += dec.push(id);

@@ -34,3 +34,8 @@ if ! dpkg -s libcpp-httplib-dev >/dev/null 2>&1; then
   DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq libcpp-httplib-dev >/dev/null
 fi
 python3 -m pip install --quiet openai==3.57.0
+
+# ---- tokenizer Unicode table -------------------------------------------------------------------
+# unicodedata2 (the Unicode Character Database at one pinned version, that of HF tokenizers' regex
+# engine): ctest checks that src/text/unicode_data.inc is what src/text/gen_unicode_data.py makes.
+python3 -m pip install --quiet unicodedata2==16.0.0

@@ -153,7 +153,6 @@ TEST(TextChat, ToolResultsAndErrors) {
   EXPECT_THROW(encode_messages(extra, {}), dsa::Error);
   EXPECT_THROW(encode_messages(OrderedJson::parse(R"([{"role": "tool", "content": "x"}])"), {}), dsa::Error);
   EXPECT_THROW(encode_messages(OrderedJson::parse(R"([{"role": "robot", "content": "x"}])"), {}), dsa::Error);
-  EXPECT_THROW(encode_messages(OrderedJson::parse(R"([{"role": "user"}])"), {}), dsa::Error);
   EXPECT_THROW(encode_messages(OrderedJson::parse(R"({"role": "user"})"), {}), dsa::Error);
   auto bad_args = msgs;
   bad_args[1]["tool_calls"][0]["function"]["arguments"] = "{not json";
@@ -212,7 +211,7 @@ TEST(TextChat, ParseRoundTripsEncodedAssistantMessages) {
   EXPECT_EQ(r.reasoning_content, "Reasoning here");
   EXPECT_EQ(r.content, "The answer is 2.");
   EXPECT_TRUE(r.tool_calls.empty());
-  EXPECT_TRUE(parse_completion("Hi", false).ok);
+  EXPECT_TRUE(parse_completion("Hi<｜end▁of▁sentence｜>", false).ok);
 }
 
 TEST(TextChat, MalformedCompletionsAreErrors) {

@@ -11,43 +11,12 @@
 namespace dsa::text {
 namespace {
 
-struct Doc {
-  std::string name, text;
-};
+using testing::Doc;
 
 const std::string kFix = DSA_SOURCE_DIR "/tests/fixtures/text/";
 
-// Decompresses corpus.bin.xz with the xz tool (no library dependency for the test).
 bool load_corpus(std::vector<Doc>* docs, std::string* err) {
-  const std::string cmd = "xz -dc '" + kFix + "corpus.bin.xz'";
-  FILE* p = popen(cmd.c_str(), "r");
-  if (p == nullptr) {
-    *err = "cannot run " + cmd;
-    return false;
-  }
-  std::string data;
-  char buf[1 << 16];
-  size_t n;
-  while ((n = fread(buf, 1, sizeof buf, p)) > 0) data.append(buf, n);
-  if (pclose(p) != 0 || data.empty()) {
-    *err = "'" + cmd + "' failed (is xz-utils installed?)";
-    return false;
-  }
-  size_t i = 0;
-  while (i < data.size()) {
-    const size_t nl = data.find('\n', i);
-    std::istringstream hdr(data.substr(i, nl - i));
-    std::string tag, name;
-    size_t len = 0;
-    hdr >> tag >> name >> len;
-    if (tag != "DOC" || nl == std::string::npos || nl + 1 + len > data.size()) {
-      *err = "corrupt corpus at byte " + std::to_string(i);
-      return false;
-    }
-    docs->push_back({name, data.substr(nl + 1, len)});
-    i = nl + 1 + len + 1;
-  }
-  return true;
+  return testing::load_docs(kFix + "corpus.bin.xz", docs, err);
 }
 
 uint64_t fnv1a64(const std::vector<int32_t>& ids) {
@@ -59,18 +28,24 @@ uint64_t fnv1a64(const std::vector<int32_t>& ids) {
   return h;
 }
 
-TEST(TextCorpus, MatchesHfTokenizersExactly) {
-  DSA_REQUIRE_TOKENIZER(tok);
+}  // namespace
+
+// Every document of a corpus file against its expectations (id count + hash; sample ids on a
+// mismatch). Returns the corpus size in bytes.
+size_t check_corpus_against_hf(const Tokenizer& t, const std::string& corpus, const std::string& expected_tsv,
+                               const std::string& sample_txt) {
+  const Tokenizer* tok = &t;
   std::vector<Doc> docs;
   std::string err;
-  ASSERT_TRUE(load_corpus(&docs, &err)) << err;
+  EXPECT_TRUE(testing::load_docs(kFix + corpus, &docs, &err)) << err;
+  if (docs.empty()) return 0;
 
   struct Expect {
     size_t bytes, n_ids;
     uint64_t hash;
   };
   std::map<std::string, Expect> expected;
-  std::istringstream tsv(testing::read_text_file(kFix + "corpus_expected.tsv"));
+  std::istringstream tsv(testing::read_text_file(kFix + expected_tsv));
   for (std::string line; std::getline(tsv, line);) {
     if (line.empty() || line[0] == '#') continue;
     std::istringstream ls(line);
@@ -81,7 +56,7 @@ TEST(TextCorpus, MatchesHfTokenizersExactly) {
     expected[name] = e;
   }
   std::map<std::string, std::pair<size_t, std::vector<int32_t>>> samples;
-  std::istringstream smp(testing::read_text_file(kFix + "corpus_ids_sample.txt"));
+  std::istringstream smp(testing::read_text_file(kFix + sample_txt));
   for (std::string line; std::getline(smp, line);) {
     if (line.empty() || line[0] == '#') continue;
     std::istringstream ls(line);
@@ -92,13 +67,16 @@ TEST(TextCorpus, MatchesHfTokenizersExactly) {
     for (int32_t id; ls >> id;) ids.push_back(id);
     samples[name] = {bytes, ids};
   }
-  ASSERT_EQ(expected.size(), docs.size());
+  EXPECT_EQ(expected.size(), docs.size());
 
   size_t total_bytes = 0, agree = 0, roundtrip = 0;
   for (const Doc& d : docs) {
     total_bytes += d.text.size();
     auto it = expected.find(d.name);
-    ASSERT_NE(it, expected.end()) << d.name;
+    if (it == expected.end()) {
+      ADD_FAILURE() << d.name << " has no expectation";
+      continue;
+    }
     const std::vector<int32_t> ids = tok->encode(d.text);
     const bool ok = ids.size() == it->second.n_ids && fnv1a64(ids) == it->second.hash;
     agree += ok;
@@ -109,11 +87,27 @@ TEST(TextCorpus, MatchesHfTokenizersExactly) {
       EXPECT_EQ(tok->encode(d.text.substr(0, sb)), sids) << d.name << " (first " << sb << " bytes)";
     }
   }
-  EXPECT_GE(total_bytes, 10u * 1000 * 1000) << "corpus must be at least 10 MB";
   EXPECT_EQ(agree, docs.size());
   EXPECT_EQ(roundtrip, docs.size());
-  std::printf("[corpus] %zu documents, %.1f MB: %zu/%zu identical ids (%.2f%%), %zu round trips\n",
+  std::printf("[%s] %zu documents, %.1f MB: %zu/%zu identical ids (%.2f%%), %zu round trips\n", corpus.c_str(),
               docs.size(), total_bytes / 1e6, agree, docs.size(), 100.0 * agree / docs.size(), roundtrip);
+  return total_bytes;
+}
+
+namespace {
+
+TEST(TextCorpus, MatchesHfTokenizersExactly) {
+  DSA_REQUIRE_TOKENIZER(tok);
+  const size_t bytes = check_corpus_against_hf(*tok, "corpus.bin.xz", "corpus_expected.tsv", "corpus_ids_sample.txt");
+  EXPECT_GE(bytes, 10u * 1000 * 1000) << "corpus must be at least 10 MB";
+}
+
+// Running text of characters from every Unicode version up to 17.0 (tests/reference/text_make_unicode.py).
+TEST(TextCorpus, UnicodeVersionsInContextMatchHf) {
+  DSA_REQUIRE_TOKENIZER(tok);
+  EXPECT_GT(check_corpus_against_hf(*tok, "unicode_docs.bin.xz", "unicode_docs_expected.tsv",
+                                    "unicode_docs_ids_sample.txt"),
+            0u);
 }
 
 TEST(TextCorpus, SampleIdsMatch) {

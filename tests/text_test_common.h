@@ -1,5 +1,6 @@
 // Shared helpers for the text_* tests: locating the tokenizer and reading fixtures.
 #pragma once
+#include <cstdio>
 #include <cstdlib>
 #include <filesystem>
 #include <fstream>
@@ -7,6 +8,7 @@
 #include <optional>
 #include <sstream>
 #include <string>
+#include <vector>
 
 #include <gtest/gtest.h>
 
@@ -30,6 +32,52 @@ inline std::string read_text_file(const std::string& path) {
   std::stringstream ss;
   ss << f.rdbuf();
   return ss.str();
+}
+
+// Documents of a corpus file ("DOC name bytes\n" + text + "\n", xz-compressed), read through xz.
+struct Doc {
+  std::string name, text;
+};
+inline bool load_docs(const std::string& xz_path, std::vector<Doc>* docs, std::string* err) {
+  const std::string cmd = "xz -dc '" + xz_path + "'";
+  FILE* p = popen(cmd.c_str(), "r");
+  if (p == nullptr) {
+    *err = "cannot run " + cmd;
+    return false;
+  }
+  std::string data;
+  char buf[1 << 16];
+  size_t n;
+  while ((n = fread(buf, 1, sizeof buf, p)) > 0) data.append(buf, n);
+  if (pclose(p) != 0 || data.empty()) {
+    *err = "'" + cmd + "' failed (is xz-utils installed?)";
+    return false;
+  }
+  size_t i = 0;
+  while (i < data.size()) {
+    const size_t nl = data.find('\n', i);
+    std::istringstream hdr(data.substr(i, nl - i));
+    std::string tag, name;
+    size_t len = 0;
+    hdr >> tag >> name >> len;
+    if (tag != "DOC" || nl == std::string::npos || nl + 1 + len > data.size()) {
+      *err = "corrupt corpus at byte " + std::to_string(i);
+      return false;
+    }
+    docs->push_back({name, data.substr(nl + 1, len)});
+    i = nl + 1 + len + 1;
+  }
+  return true;
+}
+
+// Output of a shell command (e.g. xz -dc), "" on failure.
+inline std::string read_command(const std::string& cmd) {
+  FILE* p = popen(cmd.c_str(), "r");
+  if (p == nullptr) return {};
+  std::string data;
+  char buf[1 << 16];
+  for (size_t n; (n = fread(buf, 1, sizeof buf, p)) > 0;) data.append(buf, n);
+  return pclose(p) == 0 ? data : std::string();
 }
 
 #define DSA_REQUIRE_TOKENIZER(tok)                                                           \

@@ -88,7 +88,7 @@ void add_chat_command(CLI::App& app) {
       msgs.push_back({{"role", "user"}, {"content", line}});
       std::vector<int32_t> prompt;
       try {
-        prompt = tok.encode(text::encode_messages(msgs, {.thinking = a->thinking}));
+        prompt = text::encode_chat(tok, msgs, {.thinking = a->thinking});  // typed text stays plain text
       } catch (const std::exception& e) {
         out(fmt::format("[error: {}]\n", e.what()));
         continue;

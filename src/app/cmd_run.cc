@@ -36,6 +36,7 @@ std::vector<int32_t> parse_ids(const std::string& s) {
 struct RunArgs {
   std::string model, prompt_ids, prompt, messages, tokenizer, dump_regex, dump_file = "dump.safetensors";
   bool thinking = false;
+  bool special_in_content = false;
   int64_t n = 32, chunk = 0;
   SamplingParams sampling;
   bool reference = false, ignore_eos = false;
@@ -54,6 +55,9 @@ void add_run_command(CLI::App& app) {
   ids->excludes(txt)->excludes(msg);
   txt->excludes(msg);
   cmd->add_flag("--thinking", a->thinking, "Thinking mode (the prompt ends in <think>); default chat mode");
+  cmd->add_flag("--special-in-content", a->special_in_content,
+                "Let special-token strings in message text (--prompt, --messages) become special tokens "
+                "(default: they are plain text, so a message cannot forge turns)");
   cmd->add_option("--tokenizer", a->tokenizer, "tokenizer.json (default: $DSA_TOKENIZER, third_party/tokenizer, or the model dir)");
   cmd->add_option("-n,--max-tokens", a->n, "Tokens to generate")->check(CLI::Range(int64_t(0), int64_t(1) << 30));
   cmd->add_option("--temperature", a->sampling.temperature, "0 = greedy");
@@ -85,8 +89,8 @@ void add_run_command(CLI::App& app) {
     } else {
       const std::string path = a->tokenizer.empty() ? text::default_tokenizer_path(a->model) : a->tokenizer;
       tok = std::make_unique<text::Tokenizer>(text::Tokenizer::from_file(path));
-      prompt = a->prompt.empty() ? text::encode_messages_file(*tok, a->messages, a->thinking)
-                                 : text::encode_prompt(*tok, a->prompt, a->thinking);
+      prompt = a->prompt.empty() ? text::encode_messages_file(*tok, a->messages, a->thinking, a->special_in_content)
+                                 : text::encode_prompt(*tok, a->prompt, a->thinking, a->special_in_content);
       log(fmt::format("prompt: {} tokens ({} mode)", prompt.size(), a->thinking ? "thinking" : "chat"));
     }
     GenerateOptions go;

@@ -16,7 +16,7 @@ namespace {
 
 struct TokenizeOptions {
   std::string tokenizer_path, text, file, decode, messages;
-  bool lines = false, no_special = false, thinking = false, skip_special = false;
+  bool lines = false, no_special = false, thinking = false, skip_special = false, special_in_content = false;
 };
 
 std::string read_all(const std::string& path) {
@@ -69,7 +69,7 @@ int run_tokenize(const TokenizeOptions& o) {
     return 0;
   }
   if (!o.messages.empty()) {
-    print_ids(encode_messages_file(tok, o.messages, o.thinking));
+    print_ids(encode_messages_file(tok, o.messages, o.thinking, o.special_in_content));
     return 0;
   }
   std::string input;
@@ -98,8 +98,10 @@ void add_tokenize_command(CLI::App& app) {
   auto* file = cmd->add_option("--file", opts->file, "file to encode ('-' for stdin)");
   auto* dec = cmd->add_option("--decode", opts->decode, "comma-separated ids to decode, e.g. 1,2,3");
   auto* msgs = cmd->add_option("--messages", opts->messages,
-                               "JSON file of chat messages (list, or {messages, tools}) to encode as a V3.2 prompt");
+                               "JSON file of chat messages (list, or {messages, tools, response_format}) to encode as a V3.2 prompt");
   cmd->add_flag("--thinking", opts->thinking, "with --messages: thinking mode (default chat)");
+  cmd->add_flag("--special-in-content", opts->special_in_content,
+                "with --messages: special-token strings in message text become special tokens (default: plain text)");
   cmd->add_flag("--lines", opts->lines, "encode each line separately (one id list per line)");
   cmd->add_flag("--no-special", opts->no_special, "treat special-token strings in the input as text");
   cmd->add_flag("--skip-special", opts->skip_special, "with --decode: drop special tokens");

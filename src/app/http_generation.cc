@@ -127,7 +127,10 @@ FinalMessage Generation::final_message() const {
     m.parsed = true;
     return m;
   }
-  const text::ParsedCompletion p = text::parse_completion(text_, thinking_);
+  // The engine stops on the end-of-sentence token without passing it on; the parser (like the
+  // official one) wants it at the end of a message.
+  const bool eos = r == FinishReason::kStop && !stopped_;
+  const text::ParsedCompletion p = text::parse_completion(eos ? text_ + text::kEos : text_, thinking_);
   if (p.ok) {
     m.parsed = true;
     m.content = p.content;

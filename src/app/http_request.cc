@@ -9,6 +9,7 @@
 
 #include "base/error.h"
 #include "text/chat_encoding.h"
+#include "text/chat_input.h"
 
 namespace dsa::app {
 
@@ -134,26 +135,31 @@ void check_prompt_len(const ApiRequest& r, const ApiLimits& lim) {
   if (r.prompt.empty()) bad("prompt", "the prompt is empty");
 }
 
-// OpenAI content parts [{"type": "text", "text": ...}] -> one string; other part types refused.
-OrderedJson normalise_messages(const OrderedJson& msgs) {
+// A list of message objects; their content (string, text parts or null) is checked by the encoder.
+OrderedJson check_messages(const OrderedJson& msgs) {
   if (!msgs.is_array() || msgs.empty()) bad("messages", "'messages' must be a non-empty list");
-  OrderedJson out = OrderedJson::array();
-  for (size_t i = 0; i < msgs.size(); ++i) {
-    OrderedJson m = msgs[i];
-    if (!m.is_object()) bad("messages", fmt::format("messages[{}] must be an object", i));
-    auto c = m.find("content");
-    if (c != m.end() && c->is_array()) {
-      std::string joined;
-      for (const auto& part : *c) {
-        if (!part.is_object() || part.value("type", "") != "text" || !part.contains("text") || !part["text"].is_string())
-          bad("messages", fmt::format("messages[{}]: only text content parts are supported", i));
-        joined += part["text"].get<std::string>();
-      }
-      *c = joined;
-    }
-    out.push_back(std::move(m));
+  for (size_t i = 0; i < msgs.size(); ++i)
+    if (!msgs[i].is_object()) bad("messages", fmt::format("messages[{}] must be an object", i));
+  return msgs;
+}
+
+// OpenAI response_format: "text" is the default (no block); json_object / json_schema are rendered
+// as the template's response-format block on the system message (guidance only: decoding is not
+// constrained).
+const OrderedJson* response_format(const OrderedJson& body) {
+  const OrderedJson* rf = get(body, "response_format");
+  if (!rf) return nullptr;
+  if (!rf->is_object() || !rf->contains("type") || !(*rf)["type"].is_string())
+    bad("response_format", "'response_format' must be an object with a string 'type'");
+  const std::string type = (*rf)["type"].get<std::string>();
+  if (type == "text") return nullptr;
+  if (type == "json_schema") {
+    if (!rf->contains("json_schema") || !(*rf)["json_schema"].is_object())
+      bad("response_format", "response_format of type json_schema needs a 'json_schema' object");
+  } else if (type != "json_object") {
+    bad("response_format", fmt::format("response_format type '{}' is not one of text, json_object, json_schema", type));
   }
-  return out;
+  return rf;
 }
 
 }  // namespace
@@ -167,7 +173,8 @@ ApiRequest parse_chat_request(const OrderedJson& body, const text::Tokenizer& to
   check_fields(body, {"model", "messages", "tools", "tool_choice", "stream", "stream_options", "max_tokens",
                       "max_completion_tokens", "temperature", "top_p", "top_k", "seed", "stop", "n", "user",
                       "presence_penalty", "frequency_penalty", "logit_bias", "chat_template_kwargs",
-                      "parallel_tool_calls", "logprobs", "ignore_eos"});
+                      "parallel_tool_calls", "logprobs", "ignore_eos", "response_format",
+                      "special_in_content"});
   ApiRequest r;
   r.chat = true;
   parse_common(body, lim, lim.default_max_tokens, int32_t(tok.id_limit()), r);
@@ -182,7 +189,7 @@ ApiRequest parse_chat_request(const OrderedJson& body, const text::Tokenizer& to
   }
   const OrderedJson* msgs = get(body, "messages");
   if (!msgs) bad("messages", "'messages' is required");
-  OrderedJson messages = normalise_messages(*msgs);
+  OrderedJson messages = check_messages(*msgs);
   bool use_tools = true;
   if (const OrderedJson* tc = get(body, "tool_choice")) {
     if (!tc->is_string() || (*tc != "auto" && *tc != "none"))
@@ -197,13 +204,17 @@ ApiRequest parse_chat_request(const OrderedJson& body, const text::Tokenizer& to
         bad("tools", "each tool must be {\"type\": \"function\", \"function\": {\"name\": ..., ...}}");
     if (use_tools && !tools->empty()) messages = text::attach_tools(messages, *tools);
   }
-  std::string prompt_text;
+  if (const OrderedJson* rf = response_format(body)) messages = text::attach_response_format(messages, *rf);
+  // Extension: message text may produce special tokens (default: it is plain text, so a message
+  // cannot close its turn or forge assistant / tool turns).
+  const bool special_in_content = get_bool(body, "special_in_content", false);
+  text::RenderedPrompt prompt;
   try {
-    prompt_text = text::encode_messages(messages, {.thinking = r.thinking});
+    prompt = text::render_messages(messages, {.thinking = r.thinking});
   } catch (const std::exception& e) {
     bad("messages", strip_error_site(e.what()));
   }
-  r.prompt = tok.encode(prompt_text);
+  r.prompt = text::encode_rendered(tok, prompt, special_in_content);
   check_prompt_len(r, lim);
   return r;
 }

@@ -14,8 +14,12 @@ namespace dsa::text {
 
 namespace {
 
-// The repository root: from this source file's location (compile-time), else the current directory.
+// The repository root: the source dir given by CMake, else this source file's location, else the
+// current directory.
 std::filesystem::path repo_root() {
+#ifdef DSA_SOURCE_DIR
+  return std::filesystem::path(DSA_SOURCE_DIR);
+#endif
   std::filesystem::path here(__FILE__);
   if (here.is_absolute()) return here.parent_path().parent_path().parent_path();
   return std::filesystem::current_path();
@@ -43,16 +47,26 @@ std::string default_tokenizer_path(const std::string& model_dir) {
   DSA_FAIL("no tokenizer.json found (run scripts/fetch_tokenizer.sh or pass --tokenizer); looked at:{}", list);
 }
 
-std::vector<int32_t> encode_prompt(const Tokenizer& tok, const std::string& user_text, bool thinking) {
-  OrderedJson msgs = OrderedJson::array();
-  msgs.push_back({{"role", "user"}, {"content", user_text}});
-  return tok.encode(encode_messages(msgs, {.thinking = thinking}));
+std::vector<int32_t> encode_rendered(const Tokenizer& tok, const RenderedPrompt& prompt, bool special_in_content) {
+  return special_in_content ? tok.encode(prompt.text) : tok.encode_marked(prompt.text, prompt.plain);
 }
 
-std::string messages_json_to_prompt(const std::string& json_text, bool thinking) {
+std::vector<int32_t> encode_chat(const Tokenizer& tok, const OrderedJson& messages, const EncodeOptions& opt,
+                                 bool special_in_content) {
+  return encode_rendered(tok, render_messages(messages, opt), special_in_content);
+}
+
+std::vector<int32_t> encode_prompt(const Tokenizer& tok, const std::string& user_text, bool thinking,
+                                   bool special_in_content) {
+  OrderedJson msgs = OrderedJson::array();
+  msgs.push_back({{"role", "user"}, {"content", user_text}});
+  return encode_chat(tok, msgs, {.thinking = thinking}, special_in_content);
+}
+
+RenderedPrompt messages_json_to_rendered(const std::string& json_text, bool thinking) {
   OrderedJson j;
   try {
-    j = OrderedJson::parse(json_text);
+    j = parse_json_exact(json_text);
   } catch (const std::exception& e) {
     DSA_FAIL("messages file is not valid JSON: {}", e.what());
   }
@@ -60,25 +74,35 @@ std::string messages_json_to_prompt(const std::string& json_text, bool thinking)
   if (j.is_array()) {
     msgs = j;
   } else if (j.is_object() && j.contains("messages")) {
+    for (auto it = j.begin(); it != j.end(); ++it)
+      DSA_CHECK(it.key() == "messages" || it.key() == "tools" || it.key() == "response_format",
+                "messages file: unknown field '{}' (expected messages, tools, response_format)", it.key());
     msgs = j["messages"];
     if (j.contains("tools")) msgs = attach_tools(msgs, j["tools"]);
+    if (j.contains("response_format")) msgs = attach_response_format(msgs, j["response_format"]);
   } else {
     DSA_FAIL("messages JSON must be a list of messages or an object with a 'messages' list");
   }
-  return encode_messages(msgs, {.thinking = thinking});
+  return render_messages(msgs, {.thinking = thinking});
 }
 
-std::vector<int32_t> encode_messages_json(const Tokenizer& tok, const std::string& json_text, bool thinking) {
-  return tok.encode(messages_json_to_prompt(json_text, thinking));
+std::string messages_json_to_prompt(const std::string& json_text, bool thinking) {
+  return messages_json_to_rendered(json_text, thinking).text;
 }
 
-std::vector<int32_t> encode_messages_file(const Tokenizer& tok, const std::string& json_path, bool thinking) {
+std::vector<int32_t> encode_messages_json(const Tokenizer& tok, const std::string& json_text, bool thinking,
+                                          bool special_in_content) {
+  return encode_rendered(tok, messages_json_to_rendered(json_text, thinking), special_in_content);
+}
+
+std::vector<int32_t> encode_messages_file(const Tokenizer& tok, const std::string& json_path, bool thinking,
+                                          bool special_in_content) {
   std::ifstream f(json_path, std::ios::binary);
   DSA_CHECK(f.good(), "cannot open messages file '{}'", json_path);
   std::stringstream ss;
   ss << f.rdbuf();
   try {
-    return encode_messages_json(tok, ss.str(), thinking);
+    return encode_messages_json(tok, ss.str(), thinking, special_in_content);
   } catch (const dsa::Error& e) {
     throw dsa::Error(json_path + ": " + e.what());
   }

@@ -47,7 +47,19 @@ std::string_view read_until(std::string_view text, size_t& pos, std::initializer
   throw ParseError{what + " (at byte " + std::to_string(at) + ")"};
 }
 
-bool is_py_space(char c) { return c == ' ' || c == '\t' || c == '\n' || c == '\r' || c == '\f' || c == '\v'; }
+// Byte length of the character at s[i] if Python's `\s` (str.isspace) matches it, else 0.
+size_t py_space_len(std::string_view s, size_t i) {
+  const auto b = [&](size_t k) { return i + k < s.size() ? static_cast<uint8_t>(s[i + k]) : 0; };
+  const uint8_t c = b(0);
+  if ((c >= 0x09 && c <= 0x0D) || (c >= 0x1C && c <= 0x20)) return 1;
+  if (c == 0xC2 && (b(1) == 0x85 || b(1) == 0xA0)) return 2;                       // U+0085, U+00A0
+  if (c == 0xE1 && b(1) == 0x9A && b(2) == 0x80) return 3;                          // U+1680
+  if (c == 0xE2 && b(1) == 0x80 && (b(2) <= 0x8A || b(2) == 0xA8 || b(2) == 0xA9 || b(2) == 0xAF))
+    return 3;                                                                       // U+2000-200A, 2028, 2029, 202F
+  if (c == 0xE2 && b(1) == 0x81 && b(2) == 0x9F) return 3;                          // U+205F
+  if (c == 0xE3 && b(1) == 0x80 && b(2) == 0x80) return 3;                          // U+3000
+  return 0;
+}
 
 // Python's `X$` without MULTILINE: X at the very end, or X followed by one final "\n".
 bool ends_with_dollar(std::string_view s, std::string_view x, size_t* x_at) {
@@ -62,22 +74,20 @@ bool ends_with_dollar(std::string_view s, std::string_view x, size_t* x_at) {
   return false;
 }
 
-// `^\s*name="(.*?)">\n$` (DOTALL): the invoke header.
+// `^\s*name="(.*?)">\n$` (DOTALL, Unicode \s as Python's re): the invoke header. Whitespace cannot
+// start "name=", so \s* ends where the whitespace does.
 bool match_invoke_header(std::string_view s, std::string* name) {
   size_t i = 0;
-  while (i < s.size() && is_py_space(s[i])) ++i;
-  // \s* is greedy but may give back: try each split of the leading whitespace.
-  for (size_t k = i + 1; k-- > 0;) {
-    std::string_view rest = s.substr(k);
-    if (rest.substr(0, 6) != "name=\"") continue;
-    rest.remove_prefix(6);
-    // Lazy name: the shortest name whose `">\n` is followed by the end (or a final "\n").
-    for (size_t p = rest.find("\">\n"); p != std::string_view::npos; p = rest.find("\">\n", p + 1)) {
-      const size_t tail = rest.size() - (p + 3);
-      if (tail == 0 || (tail == 1 && rest.back() == '\n')) {
-        *name = std::string(rest.substr(0, p));
-        return true;
-      }
+  for (size_t n; (n = py_space_len(s, i)) > 0;) i += n;
+  std::string_view rest = s.substr(i);
+  if (rest.substr(0, 6) != "name=\"") return false;
+  rest.remove_prefix(6);
+  // Lazy name: the shortest name whose `">\n` is followed by the end (or a final "\n").
+  for (size_t p = rest.find("\">\n"); p != std::string_view::npos; p = rest.find("\">\n", p + 1)) {
+    const size_t tail = rest.size() - (p + 3);
+    if (tail == 0 || (tail == 1 && rest.back() == '\n')) {
+      *name = std::string(rest.substr(0, p));
+      return true;
     }
   }
   return false;
@@ -161,6 +171,7 @@ ParsedCompletion parse_completion(std::string_view text, bool thinking) {
       if (stop != kThinkEnd) fail("thinking mode: reasoning is not closed by </think>", pos);
     }
     r.content = std::string(read_until(text, pos, {kEos, kCallsStart}, &stop));
+    if (stop.empty()) fail("the message is not closed by the end-of-sentence token", pos);
     if (stop == kCallsStart) {
       parse_tool_calls(text, pos, r.tool_calls);
       const size_t at = pos;

@@ -28,8 +28,11 @@ struct ParsedCompletion {
 
 // text: the model output after the prompt's trailing <think> / </think>. thinking: the prompt was
 // built in thinking mode (the text starts with reasoning closed by </think>).
-// Differences from the official parser (stricter, never more lenient): a text that ends inside
-// a function_calls block (no closing tag) is an error rather than accepted.
+// As the official parser: a message without tool calls must end with the end-of-sentence token
+// (after tool calls it may be left out); the invoke header admits Python's Unicode whitespace
+// before name=. Stricter than the official parser (never more lenient): a text that ends right
+// after the "\n\n<｜DSML｜function_calls" marker, or inside the block, is an error (the official
+// one accepts the first with no tool calls).
 ParsedCompletion parse_completion(std::string_view text, bool thinking);
 
 }  // namespace dsa::text

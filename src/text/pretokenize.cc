@@ -1,10 +1,12 @@
-// Added-token trie and PCRE2-based regex Split chain (behavior Isolated, invert false).
+// Added-token trie and PCRE2-based regex Split chain (behavior Isolated, invert false) with the
+// pattern's Unicode classes expanded to code point ranges of unicode_data.h.
 #define PCRE2_CODE_UNIT_WIDTH 8
 #include "text/pretokenize.h"
 
 #include <pcre2.h>
 
 #include "base/error.h"
+#include "text/unicode_data.h"
 
 namespace dsa::text {
 
@@ -97,56 +99,122 @@ RegexSplitter::~RegexSplitter() {
   for (void* c : codes_) pcre2_code_free(static_cast<pcre2_code*>(c));
 }
 
-// Oniguruma (used by HF tokenizers) gives \\s the Unicode White_Space property; PCRE2 10.42's \\s
-// also matches U+180E. Rewrite \\s and \\S outside bracket classes to explicit White_Space sets.
-static std::string rewrite_space_classes(const std::string& p) {
-  static const std::string kWs =
-      "\\t\\n\\x{0B}\\f\\r\\x{20}\\x{85}\\x{A0}\\x{1680}\\x{2000}-\\x{200A}\\x{2028}\\x{2029}"
-      "\\x{202F}\\x{205F}\\x{3000}";
+namespace {
+
+std::string hex_ranges(const std::vector<std::pair<char32_t, char32_t>>& ranges) {
+  std::string out;
+  for (const auto& [a, b] : ranges) {
+    out += fmt::format("\\x{{{:X}}}", static_cast<uint32_t>(a));
+    if (b != a) out += fmt::format("-\\x{{{:X}}}", static_cast<uint32_t>(b));
+  }
+  return out;
+}
+
+// The set of a shorthand or property escape as class-body ranges; *negated for \S \D \W \P{..}.
+bool escape_set(const std::string& p, size_t i, size_t* consumed, std::string* set, bool* negated) {
+  const char n = p[i + 1];
+  *consumed = 2;
+  *negated = n == 'S' || n == 'D' || n == 'W' || n == 'P';
+  uint32_t cats = 0;
+  switch (n) {
+    case 's':
+    case 'S':
+      *set = "\\t\\n\\x{0B}\\f\\r\\x{20}\\x{85}\\x{A0}\\x{1680}\\x{2000}-\\x{200A}\\x{2028}\\x{2029}"
+             "\\x{202F}\\x{205F}\\x{3000}";
+      return true;
+    case 'd':
+    case 'D': cats = unicode::bit(unicode::kNd); break;
+    case 'w':
+    case 'W':  // Oniguruma's \w: Letter, Mark, Decimal_Number, Connector_Punctuation
+      cats = unicode::kLetter | unicode::kMark | unicode::bit(unicode::kNd) | unicode::bit(unicode::kPc);
+      break;
+    case 'p':
+    case 'P': {
+      std::string name;
+      if (i + 2 < p.size() && p[i + 2] == '{') {
+        const size_t close = p.find('}', i + 3);
+        DSA_CHECK(close != std::string::npos, "tokenizer regex: unterminated \\{} at offset {}", n, i);
+        name = p.substr(i + 3, close - i - 3);
+        *consumed = close + 1 - i;
+      } else {
+        DSA_CHECK(i + 2 < p.size(), "tokenizer regex: \\{} without a property name", n);
+        name = p.substr(i + 2, 1);
+        *consumed = 3;
+      }
+      if (!name.empty() && name[0] == '^') {
+        *negated = !*negated;
+        name.erase(0, 1);
+      }
+      cats = unicode::category_set(name);
+      DSA_CHECK(cats != 0, "tokenizer regex: unsupported Unicode property \\{}{{{}}}", n, name);
+      break;
+    }
+    case 'b': case 'B': case 'X': case 'R': case 'h': case 'H': case 'v': case 'V': case 'N':
+      DSA_FAIL("tokenizer regex: \\{} is not supported (its meaning depends on Unicode tables)", n);
+    default:
+      return false;
+  }
+  *set = hex_ranges(unicode::ranges_of(cats));
+  return true;
+}
+
+}  // namespace
+
+// HF tokenizers matches with Oniguruma at Unicode 16; PCRE2 10.42 knows Unicode 14 (and its \s
+// also matches U+180E). Every Unicode class is therefore spelled out from unicode_data.h.
+std::string expand_unicode_classes(const std::string& p) {
   std::string out;
   bool in_class = false;
   for (size_t i = 0; i < p.size(); ++i) {
     const char c = p[i];
     if (c == '\\' && i + 1 < p.size()) {
-      const char n = p[i + 1];
-      if (!in_class && n == 's') {
-        out += "[" + kWs + "]";
-      } else if (!in_class && n == 'S') {
-        out += "[^" + kWs + "]";
-      } else {
-        out += c;
-        out += n;
+      size_t consumed = 0;
+      std::string set;
+      bool negated = false;
+      if (!escape_set(p, i, &consumed, &set, &negated)) {
+        out.append(p, i, 2);
+        ++i;
+        continue;
       }
-      ++i;
+      if (in_class) {
+        DSA_CHECK(!negated, "tokenizer regex: a negated class escape inside [...] is not supported (offset {})", i);
+        out += set;
+      } else {
+        out += (negated ? "[^" : "[") + set + "]";
+      }
+      i += consumed - 1;
       continue;
     }
-    if (c == '[') in_class = true;
-    if (c == ']' && in_class) in_class = false;
     out += c;
+    if (!in_class && c == '[') {
+      in_class = true;
+      if (i + 1 < p.size() && p[i + 1] == '^') out += p[++i];
+      if (i + 1 < p.size() && p[i + 1] == ']') out += p[++i];  // a leading ']' is literal
+    } else if (in_class && c == ']') {
+      in_class = false;
+    }
   }
   return out;
 }
 
 void RegexSplitter::add_pattern(const std::string& pattern_in) {
-  const std::string pattern = rewrite_space_classes(pattern_in);
+  const std::string pattern = expand_unicode_classes(pattern_in);
   int err = 0;
   PCRE2_SIZE off = 0;
   pcre2_code* code = pcre2_compile(reinterpret_cast<PCRE2_SPTR>(pattern.data()), pattern.size(),
-                                   PCRE2_UTF | PCRE2_UCP, &err, &off, nullptr);
+                                   PCRE2_UTF, &err, &off, nullptr);
   DSA_CHECK(code != nullptr, "tokenizer regex {:?} does not compile at offset {}: {}", pattern, off,
             pcre2_message(err));
   codes_.push_back(code);
   jit_.push_back(pcre2_jit_compile(code, PCRE2_JIT_COMPLETE) == 0);
 }
 
-void RegexSplitter::split(std::string_view text,
-                          const std::function<void(std::string_view)>& emit) const {
+void RegexSplitter::split(std::string_view text, const PieceFn& emit) const {
   if (text.empty()) return;
   split_level(0, text, emit);
 }
 
-void RegexSplitter::split_level(size_t level, std::string_view text,
-                                const std::function<void(std::string_view)>& emit) const {
+void RegexSplitter::split_level(size_t level, std::string_view text, const PieceFn& emit) const {
   if (level == codes_.size()) {
     emit(text);
     return;

@@ -1,5 +1,6 @@
-// Pre-tokenization pieces of the BPE tokenizer: added-token matcher (leftmost-longest trie) and a
-// chain of PCRE2 (JIT) Split(Isolated) regexes, each re-splitting the pieces of the previous one.
+// Pre-tokenization pieces of the BPE tokenizer: added-token matcher (leftmost-longest trie), the
+// piece-splitter interface, and the general one: a chain of PCRE2 (JIT) Split(Isolated) regexes, each
+// re-splitting the pieces of the previous one, with Unicode classes taken from unicode_data.h.
 #pragma once
 #include <cstdint>
 #include <functional>
@@ -25,24 +26,37 @@ class AddedTokenMatcher {
   bool first_byte_[256] = {};
 };
 
+using PieceFn = std::function<void(std::string_view)>;
+
+// Splits text into pre-tokenizer pieces. Implementations are thread-safe.
+class PieceSplitter {
+ public:
+  virtual ~PieceSplitter() = default;
+  // Calls emit(piece) for each final piece of valid UTF-8 text, in order.
+  virtual void split(std::string_view text, const PieceFn& emit) const = 0;
+};
+
 // Compiled regex chain. Thread-safe: match scratch is per thread.
-class RegexSplitter {
+class RegexSplitter final : public PieceSplitter {
  public:
   RegexSplitter() = default;
   RegexSplitter(const RegexSplitter&) = delete;
   RegexSplitter& operator=(const RegexSplitter&) = delete;
   ~RegexSplitter();
-  // Compiles a pattern in HF/Oniguruma syntax (UTF + Unicode properties); throws dsa::Error.
+  // Compiles a pattern in HF/Oniguruma syntax; throws dsa::Error. \p{..}, \P{..}, \s, \S, \d, \D,
+  // \w, \W become explicit code point sets at unicode::kVersion (PCRE2's own tables are older);
+  // other Unicode-dependent escapes (\b, \B, \X, \R, \h, \v, \N) are refused.
   void add_pattern(const std::string& pattern);
   size_t size() const { return codes_.size(); }
-  // Calls emit(piece) for each final piece of valid UTF-8 text, in order.
-  void split(std::string_view text, const std::function<void(std::string_view)>& emit) const;
+  void split(std::string_view text, const PieceFn& emit) const override;
 
  private:
-  void split_level(size_t level, std::string_view text,
-                   const std::function<void(std::string_view)>& emit) const;
+  void split_level(size_t level, std::string_view text, const PieceFn& emit) const;
   std::vector<void*> codes_;  // pcre2_code_8*
   std::vector<bool> jit_;
 };
+
+// The pattern with its Unicode classes spelled out as code point ranges (see add_pattern).
+std::string expand_unicode_classes(const std::string& pattern);
 
 }  // namespace dsa::text

@@ -11,6 +11,15 @@ namespace dsa::text {
 using OrderedJson = nlohmann::ordered_json;
 
 std::string py_json_dumps(const OrderedJson& v);
+
+// Parses JSON text as Python's json.loads does for what the templates print: integers of any size
+// stay exact (beyond 64 bits they are held as a binary value of subtype kBigIntSubtype carrying the
+// decimal digits, which py_json_dumps prints back), duplicate keys keep the first position and the
+// last value. Nesting deeper than max_depth is an error. Throws dsa::Error on bad JSON.
+inline constexpr uint64_t kBigIntSubtype = 0x4249;  // "BI"
+OrderedJson parse_json_exact(std::string_view text, size_t max_depth = 256);
+// The digits of a big integer held by parse_json_exact, or "" if v is not one.
+std::string big_int_digits(const OrderedJson& v);
 // A JSON string literal for s (s must be UTF-8; it is copied unescaped apart from ", \ and controls).
 std::string py_json_quote(std::string_view s);
 // Python repr() of a finite double ("1.0", "1e-05", "1e+16"); NaN/Infinity as Python's json writes them.

@@ -13,6 +13,7 @@
 
 #include "base/error.h"
 #include "text/pretokenize.h"
+#include "text/split_v3.h"
 #include "text/utf8.h"
 
 namespace dsa::text {
@@ -75,6 +76,12 @@ uint64_t pair_key(int32_t a, int32_t b) {
   return (static_cast<uint64_t>(static_cast<uint32_t>(a)) << 32) | static_cast<uint32_t>(b);
 }
 
+// An added token found in the text.
+struct Hit {
+  size_t pos, len;
+  int32_t id;
+};
+
 struct MergeInfo {
   int32_t rank;
   int32_t id;
@@ -96,15 +103,15 @@ struct Tokenizer::Impl {
   AddedTokenMatcher added_raw;     // normalized=false tokens (matched first)
   AddedTokenMatcher added_norm;    // normalized=true tokens (matched in the gaps)
   AddedTokenMatcher nonspecial_raw, nonspecial_norm;  // same without special tokens
-  RegexSplitter splitter;
+  std::unique_ptr<PieceSplitter> splitter;
+  bool regex_splitter = false;
 
   mutable std::mutex cache_mu;
   mutable std::unordered_map<std::string, std::vector<int32_t>> cache;
 
   void bpe(std::string_view word, std::vector<int32_t>& out) const;
   void encode_plain(std::string_view text, std::vector<int32_t>& out, bool use_cache) const;
-  void encode_norm_pass(std::string_view text, const AddedTokenMatcher& m,
-                        std::vector<int32_t>& out, bool use_cache) const;
+  std::vector<int32_t> encode_hits(std::string_view text, std::span<const Hit> hits) const;
 };
 
 // Byte pair merging: repeatedly merge the lowest-rank adjacent pair (leftmost among equal ranks).
@@ -156,7 +163,7 @@ void Tokenizer::Impl::bpe(std::string_view word, std::vector<int32_t>& out) cons
 
 void Tokenizer::Impl::encode_plain(std::string_view text, std::vector<int32_t>& out,
                                    bool use_cache) const {
-  splitter.split(text, [&](std::string_view piece) {
+  splitter->split(text, [&](std::string_view piece) {
     if (piece.size() == 1) {
       out.push_back(byte_id[static_cast<uint8_t>(piece[0])]);
       return;
@@ -180,34 +187,21 @@ void Tokenizer::Impl::encode_plain(std::string_view text, std::vector<int32_t>& 
   });
 }
 
-// Second added-token pass (normalized tokens), plain encoding in the gaps.
-void Tokenizer::Impl::encode_norm_pass(std::string_view text, const AddedTokenMatcher& m,
-                                       std::vector<int32_t>& out, bool use_cache) const {
-  size_t pos = 0, start = 0, len = 0;
-  int32_t id = -1;
-  while (pos < text.size() && m.find(text, pos, &start, &len, &id)) {
-    if (start > pos) encode_plain(text.substr(pos, start - pos), out, use_cache);
-    out.push_back(id);
-    pos = start + len;
-  }
-  if (pos < text.size()) encode_plain(text.substr(pos), out, use_cache);
-}
-
 Tokenizer::Tokenizer(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
 Tokenizer::Tokenizer(Tokenizer&&) noexcept = default;
 Tokenizer& Tokenizer::operator=(Tokenizer&&) noexcept = default;
 Tokenizer::~Tokenizer() = default;
 
-Tokenizer Tokenizer::from_file(const std::string& path) {
+Tokenizer Tokenizer::from_file(const std::string& path, const TokenizerOptions& opt) {
   const std::string text = read_file(path);
   try {
-    return from_json(text);
+    return from_json(text, opt);
   } catch (const dsa::Error& e) {
     throw dsa::Error(fmt::format("{}: {}", path, e.what()));
   }
 }
 
-Tokenizer Tokenizer::from_json(std::string_view json_text) {
+Tokenizer Tokenizer::from_json(std::string_view json_text, const TokenizerOptions& opt) {
   using nlohmann::json;
   json j;
   try {
@@ -235,12 +229,22 @@ Tokenizer Tokenizer::from_json(std::string_view json_text) {
     const json& bl = steps.back();
     DSA_CHECK(!bl.value("add_prefix_space", false) && !bl.value("use_regex", true),
               "unsupported ByteLevel pre_tokenizer options {}", bl.dump());
+    std::vector<std::string> patterns;
     for (size_t i = 0; i + 1 < steps.size(); ++i) {
       const json& s = steps[i];
       DSA_CHECK(s.at("type") == "Split" && s.at("behavior") == "Isolated" &&
                     !s.value("invert", false) && s.at("pattern").contains("Regex"),
                 "unsupported pre_tokenizer step {}", s.dump());
-      impl->splitter.add_pattern(s.at("pattern").at("Regex").get<std::string>());
+      patterns.push_back(s.at("pattern").at("Regex").get<std::string>());
+    }
+    // The DeepSeek-V3 chain has a direct scanner; any other chain goes through PCRE2.
+    if (!opt.regex_pre_tokenizer && DeepSeekV3Splitter::handles(patterns)) {
+      impl->splitter = std::make_unique<DeepSeekV3Splitter>();
+    } else {
+      auto rx = std::make_unique<RegexSplitter>();
+      for (const auto& p : patterns) rx->add_pattern(p);
+      impl->splitter = std::move(rx);
+      impl->regex_splitter = true;
     }
     // Model: BPE without byte fallback or subword affixes.
     const json& model = j.at("model");
@@ -316,24 +320,73 @@ Tokenizer Tokenizer::from_json(std::string_view json_text) {
   return Tokenizer(std::move(impl));
 }
 
+namespace {
+
+// Added-token matches inside text[a, b): `raw` tokens first, then `norm` tokens in the gaps (HF's
+// two passes); appended to hits in order.
+void find_added(std::string_view text, size_t a, size_t b, const AddedTokenMatcher& raw,
+                const AddedTokenMatcher& norm, std::vector<Hit>& hits) {
+  const std::string_view seg = text.substr(a, b - a);
+  auto norm_pass = [&](size_t from, size_t to) {
+    const std::string_view gap = seg.substr(from, to - from);
+    size_t pos = 0, start = 0, len = 0;
+    int32_t id = -1;
+    while (pos < gap.size() && norm.find(gap, pos, &start, &len, &id)) {
+      hits.push_back({a + from + start, len, id});
+      pos = start + len;
+    }
+  };
+  size_t pos = 0, start = 0, len = 0;
+  int32_t id = -1;
+  while (pos < seg.size() && raw.find(seg, pos, &start, &len, &id)) {
+    if (start > pos) norm_pass(pos, start);
+    hits.push_back({a + start, len, id});
+    pos = start + len;
+  }
+  if (pos < seg.size()) norm_pass(pos, seg.size());
+}
+
+}  // namespace
+
 std::vector<int32_t> Tokenizer::encode(std::string_view text, bool allow_special) const {
+  const AddedTokenMatcher& raw = allow_special ? impl_->added_raw : impl_->nonspecial_raw;
+  const AddedTokenMatcher& norm = allow_special ? impl_->added_norm : impl_->nonspecial_norm;
   const size_t bad = first_invalid_utf8(text);
   DSA_CHECK(bad == text.size(), "encode: input is not valid UTF-8 (byte offset {})", bad);
+  std::vector<Hit> hits;
+  find_added(text, 0, text.size(), raw, norm, hits);
+  return impl_->encode_hits(text, hits);
+}
+
+std::vector<int32_t> Tokenizer::encode_marked(std::string_view text, std::span<const TextRange> plain) const {
+  const size_t bad = first_invalid_utf8(text);
+  DSA_CHECK(bad == text.size(), "encode: input is not valid UTF-8 (byte offset {})", bad);
+  std::vector<Hit> hits;
+  size_t seg = 0;
+  for (const TextRange& r : plain) {
+    DSA_CHECK(r.begin >= seg && r.begin <= r.end && r.end <= text.size(),
+              "encode_marked: plain ranges must be sorted, disjoint and inside the text");
+    find_added(text, seg, r.begin, impl_->added_raw, impl_->added_norm, hits);
+    seg = r.end;
+  }
+  find_added(text, seg, text.size(), impl_->added_raw, impl_->added_norm, hits);
+  return impl_->encode_hits(text, hits);
+}
+
+// Plain encoding between the added-token hits, the hits' ids in between.
+std::vector<int32_t> Tokenizer::Impl::encode_hits(std::string_view text, std::span<const Hit> hits) const {
   std::vector<int32_t> out;
   out.reserve(text.size() / 3 + 8);
   // One shared word cache; a concurrent caller that finds it busy simply encodes without it.
-  std::unique_lock<std::mutex> lock(impl_->cache_mu, std::try_to_lock);
+  std::unique_lock<std::mutex> lock(cache_mu, std::try_to_lock);
   const bool use_cache = lock.owns_lock();
-  const AddedTokenMatcher& raw = allow_special ? impl_->added_raw : impl_->nonspecial_raw;
-  const AddedTokenMatcher& norm = allow_special ? impl_->added_norm : impl_->nonspecial_norm;
-  size_t pos = 0, start = 0, len = 0;
-  int32_t id = -1;
-  while (pos < text.size() && raw.find(text, pos, &start, &len, &id)) {
-    if (start > pos) impl_->encode_norm_pass(text.substr(pos, start - pos), norm, out, use_cache);
-    out.push_back(id);
-    pos = start + len;
+  size_t pos = 0;
+  for (const Hit& h : hits) {
+    if (h.pos > pos) encode_plain(text.substr(pos, h.pos - pos), out, use_cache);
+    out.push_back(h.id);
+    pos = h.pos + h.len;
   }
-  if (pos < text.size()) impl_->encode_norm_pass(text.substr(pos), norm, out, use_cache);
+  if (pos < text.size()) encode_plain(text.substr(pos), out, use_cache);
   return out;
 }
 
@@ -362,6 +415,8 @@ int32_t Tokenizer::token_to_id(std::string_view bytes) const {
   auto jt = impl_->vocab.find(std::string(bytes));
   return jt == impl_->vocab.end() ? -1 : jt->second;
 }
+
+bool Tokenizer::uses_regex_pre_tokenizer() const { return impl_->regex_splitter; }
 
 int32_t Tokenizer::id_limit() const { return static_cast<int32_t>(impl_->defined.size()); }
 

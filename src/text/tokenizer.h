@@ -10,11 +10,21 @@
 
 namespace dsa::text {
 
+// Byte range [begin, end) of a text.
+struct TextRange {
+  size_t begin = 0, end = 0;
+};
+
+struct TokenizerOptions {
+  // Split with the PCRE2 chain even where the direct DeepSeek-V3 scanner applies (tests compare them).
+  bool regex_pre_tokenizer = false;
+};
+
 class Tokenizer {
  public:
   // Loads tokenizer.json; throws dsa::Error with a clear message on unreadable or unsupported files.
-  static Tokenizer from_file(const std::string& path);
-  static Tokenizer from_json(std::string_view json_text);
+  static Tokenizer from_file(const std::string& path, const TokenizerOptions& opt = {});
+  static Tokenizer from_json(std::string_view json_text, const TokenizerOptions& opt = {});
 
   Tokenizer(Tokenizer&&) noexcept;
   Tokenizer& operator=(Tokenizer&&) noexcept;
@@ -24,6 +34,13 @@ class Tokenizer {
   // as in HF `tokenizers`; with allow_special=false tokens flagged special are treated as plain text
   // (HF's encode_special_tokens), non-special added tokens (e.g. <｜User｜>) are still matched.
   std::vector<int32_t> encode(std::string_view text, bool allow_special = true) const;
+
+  // Encodes text in which no added token (special or not) is matched inside the `plain` ranges
+  // (sorted, disjoint): their bytes are ordinary text, even a string like <｜User｜>. Everything
+  // outside them is matched as encode() does, and the text between two added tokens is
+  // pre-tokenized as one, across range boundaries, so the ids equal encode(text) whenever no
+  // added-token string lies inside or across a plain range. Throws dsa::Error on bad ranges.
+  std::vector<int32_t> encode_marked(std::string_view text, std::span<const TextRange> plain) const;
 
   // Concatenated bytes of the tokens (may be invalid UTF-8 if the ids cut a character).
   // Unknown ids are skipped like HF does; skip_special drops tokens flagged special.
@@ -35,6 +52,8 @@ class Tokenizer {
   bool is_special(int32_t id) const;
   // Id of an added token or of a vocab token given by its raw bytes; -1 if none.
   int32_t token_to_id(std::string_view bytes) const;
+  // Whether pieces come from the PCRE2 regex chain (else the direct DeepSeek-V3 scanner).
+  bool uses_regex_pre_tokenizer() const;
   // One past the largest defined id.
   int32_t id_limit() const;
 
