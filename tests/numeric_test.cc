@@ -1,9 +1,11 @@
 // Tests of base/numeric: bf16 RNE conversion, FP8 e4m3fn encode/decode (vs torch fixtures), ue8m0.
 #include "base/numeric.h"
+#include "base/portable_math.h"
 
 #include <gtest/gtest.h>
 
 #include <cmath>
+#include <random>
 #include <cstdio>
 #include <limits>
 #include <string>
@@ -127,6 +129,27 @@ TEST(Ue8m0, SmallestPowerOfTwoAtLeastAmaxOver448) {
   EXPECT_EQ(ue8m0_scale_for_amax(0.0f), ue8m0_scale_for_amax(1e-4f));
   EXPECT_FALSE(is_power_of_two_float(3.0f));
   EXPECT_FALSE(is_power_of_two_float(0.0f));
+}
+
+// base/portable_math.h: the host/device-identical exp and log are within 2 ulp of libm's.
+TEST(PortableMath, ExpAndLogWithinTwoUlpOfLibm) {
+  std::mt19937_64 g(3);
+  auto ulp_diff = [](double a, double b) {
+    if (a == b) return 0.0;
+    return std::fabs(a - b) / std::fabs(std::nextafter(b, INFINITY) - b);
+  };
+  for (int i = 0; i < 200000; ++i) {
+    const double x = std::uniform_real_distribution<double>(-740.0, 700.0)(g);
+    ASSERT_LE(ulp_diff(dsa::pm::exp(x), std::exp(x)), 2.0) << x;
+    const double y = std::exp(std::uniform_real_distribution<double>(-700.0, 700.0)(g));
+    ASSERT_LE(ulp_diff(dsa::pm::log(y), std::log(y)), 2.0) << y;
+  }
+  EXPECT_EQ(dsa::pm::exp(0.0), 1.0);
+  EXPECT_EQ(dsa::pm::log(1.0), 0.0);
+  EXPECT_EQ(dsa::pm::exp(-INFINITY), 0.0);
+  EXPECT_EQ(dsa::pm::log(0.0), -INFINITY);
+  const float z[3] = {1.0f, -INFINITY, 3.0f};
+  EXPECT_NEAR(dsa::log_sum_exp(z, 3), std::log(std::exp(1.0) + std::exp(3.0)), 1e-15);
 }
 
 }  // namespace

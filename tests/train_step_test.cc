@@ -6,6 +6,10 @@
 #include <cmath>
 
 #include "model/train_step.h"
+#include "ops/backends.h"
+#ifdef DSA_TRAIN_CUDA
+#include "ops/cuda/cuda_ops.h"
+#endif
 #include "ops/grad.h"
 #include "test_util.h"
 
@@ -38,7 +42,7 @@ TrainBatch random_batch(int64_t B, int64_t T, int64_t V, uint32_t seed) {
 
 class TrainStepTest : public ::testing::TestWithParam<std::string> {
  protected:
-  const ops::OpTable& ops() const { return GetParam() == "ref" ? ops::ref_ops() : ops::cpu_ops(); }
+  const ops::OpTable& ops() const { return ops::backend_by_name(GetParam()); }
 };
 
 // The engine, fed each sequence on its own (absorbed prefill in one call, and token by token
@@ -114,7 +118,13 @@ TEST_P(TrainStepTest, GradientStepLowersTheLoss) {
   EXPECT_LT(r1.loss, r0.loss - 0.05) << "before " << r0.loss << " after " << r1.loss;
 }
 
+#ifdef DSA_TRAIN_CUDA
+// train_cuda_test (CUDA builds, label cuda): the same properties on the GPU backend.
+const bool kCudaRegistered = (ops::cuda::register_cuda_backend(), true);
+INSTANTIATE_TEST_SUITE_P(Cuda, TrainStepTest, ::testing::Values("cuda"));
+#else
 INSTANTIATE_TEST_SUITE_P(Backends, TrainStepTest, ::testing::Values("ref", "cpu"));
+#endif
 
 }  // namespace
 }  // namespace dsa

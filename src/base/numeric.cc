@@ -3,6 +3,8 @@
 
 #include <array>
 
+#include "base/portable_math.h"
+
 namespace dsa {
 
 fp8 f32_to_fp8(float f) {
@@ -41,9 +43,15 @@ double log_sum_exp(const float* z, int64_t n) {
   float mx = -INFINITY;
   for (int64_t i = 0; i < n; ++i) mx = std::fmax(mx, z[i]);
   if (mx == -INFINITY) return -INFINITY;
+  double part[pm::kLseLanes];
+  for (int j = 0; j < pm::kLseLanes; ++j) {
+    double s = 0.0;
+    for (int64_t i = j; i < n; i += pm::kLseLanes) s += pm::exp(double(z[i]) - double(mx));
+    part[j] = s;
+  }
   double sum = 0.0;
-  for (int64_t i = 0; i < n; ++i) sum += std::exp(double(z[i]) - double(mx));
-  return double(mx) + std::log(sum);
+  for (int j = 0; j < pm::kLseLanes; ++j) sum += part[j];
+  return double(mx) + pm::log(sum);
 }
 
 }  // namespace dsa

@@ -59,8 +59,9 @@ inline float ue8m0_scale_for_amax(float amax) {
   return std::bit_cast<float>(uint32_t(e + 127) << 23);
 }
 
-// log Σ_i exp(z[i]) in double, max subtracted, summed in index order: the log-softmax behind
-// every log-prob the engine reports and the trainer's loss (one definition, so they agree).
+// log Σ_i exp(z[i]) in double (base/portable_math.h: max subtracted, portable exp / log, a fixed
+// summation order the CUDA backend reproduces bit for bit): the log-softmax behind every
+// log-prob the engine reports and the trainer's loss, so they agree on every backend.
 // -inf entries contribute 0; all -inf gives -inf.
 double log_sum_exp(const float* z, int64_t n);
 

@@ -4,6 +4,7 @@
 // the log-softmax gradient, AdamW and reductions. The GEMM is in grad_gemm.cu (cuBLAS).
 #include <cfloat>
 
+#include "base/portable_math.h"
 #include "ops/cuda/common.cuh"
 
 namespace dsa::ops::cuda {
@@ -360,19 +361,29 @@ __global__ void scatter_add_rows_kernel(ScatterAddRows p) {
   }
 }
 
-// One block per row: max, Σ exp in double, log-prob, gradient.
+// One block of kLseLanes threads per row: max, then base/portable_math.h's log-sum-exp in its
+// exact order (thread j sums i = j mod kLseLanes serially, thread 0 the partials in order), so
+// the log-prob equals the host's log_sum_exp bit for bit; then the gradient.
 __global__ void logits_grad_kernel(LogitsGrad p) {
   __shared__ float red[32];
-  __shared__ double redd[32];
+  __shared__ double part[pm::kLseLanes];
+  __shared__ double lse_s;
   const int64_t m = blockIdx.x;
   const float* z = p.z + m * p.V;
   float mx = -INFINITY;
   for (int64_t v = threadIdx.x; v < p.V; v += blockDim.x) mx = fmaxf(mx, z[v]);
   mx = block_reduce_max(mx, red);
   double sum = 0.0;
-  for (int64_t v = threadIdx.x; v < p.V; v += blockDim.x) sum += exp(double(z[v]) - double(mx));
-  sum = block_reduce_sum_d(sum, redd);
-  const double lse = double(mx) + log(sum);
+  for (int64_t v = threadIdx.x; v < p.V; v += pm::kLseLanes) sum += pm::exp(double(z[v]) - double(mx));
+  part[threadIdx.x] = sum;
+  __syncthreads();
+  if (threadIdx.x == 0) {
+    double t = 0.0;
+    for (int j = 0; j < pm::kLseLanes; ++j) t += part[j];
+    lse_s = mx == -INFINITY ? -INFINITY : double(mx) + pm::log(t);
+  }
+  __syncthreads();
+  const double lse = lse_s;
   const int32_t t = p.target[m];
   if (threadIdx.x == 0 && p.logp) p.logp[m] = double(z[t]) - lse;
   __syncthreads();
@@ -519,7 +530,7 @@ void scatter_add_rows(const ScatterAddRows& p, cudaStream_t s) {
 
 void logits_grad(const LogitsGrad& p, cudaStream_t s) {
   if (p.M == 0) return;
-  logits_grad_kernel<<<int(p.M), 512, 0, s>>>(p);
+  logits_grad_kernel<<<int(p.M), pm::kLseLanes, 0, s>>>(p);
   CUDA_CHECK_LAUNCH();
 }
 
