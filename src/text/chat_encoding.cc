@@ -3,6 +3,7 @@
 #include "text/chat_encoding.h"
 
 #include "base/error.h"
+#include "io/json.h"
 
 namespace dsa::text {
 
@@ -82,7 +83,7 @@ std::string encode_arguments(const OrderedJson& call, size_t index) {
   OrderedJson args;
   if (raw->is_string()) {
     try {
-      args = OrderedJson::parse(raw->get<std::string>());
+      args = parse_json_ordered(raw->get<std::string>());
     } catch (const std::exception& e) {
       DSA_FAIL("message {}: tool call arguments are not valid JSON: {}", index, e.what());
     }

@@ -7,6 +7,8 @@
 #include <sstream>
 
 #include "base/error.h"
+#include "base/files.h"
+#include "io/json.h"
 #include "text/chat_encoding.h"
 
 
@@ -52,7 +54,7 @@ std::vector<int32_t> encode_prompt(const Tokenizer& tok, const std::string& user
 std::string messages_json_to_prompt(const std::string& json_text, bool thinking) {
   OrderedJson j;
   try {
-    j = OrderedJson::parse(json_text);
+    j = parse_json_ordered(json_text);
   } catch (const std::exception& e) {
     DSA_FAIL("messages file is not valid JSON: {}", e.what());
   }
@@ -73,12 +75,9 @@ std::vector<int32_t> encode_messages_json(const Tokenizer& tok, const std::strin
 }
 
 std::vector<int32_t> encode_messages_file(const Tokenizer& tok, const std::string& json_path, bool thinking) {
-  std::ifstream f(json_path, std::ios::binary);
-  DSA_CHECK(f.good(), "cannot open messages file '{}'", json_path);
-  std::stringstream ss;
-  ss << f.rdbuf();
+  const std::string text = read_text_file(json_path, 256u << 20, "messages file");  // no FIFO, bounded
   try {
-    return encode_messages_json(tok, ss.str(), thinking);
+    return encode_messages_json(tok, text, thinking);
   } catch (const dsa::Error& e) {
     throw dsa::Error(json_path + ": " + e.what());
   }
