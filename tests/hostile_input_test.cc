@@ -80,8 +80,8 @@ TEST(Json, WideObjectsParseInLinearTime) {
 }
 
 TEST(Json, DuplicateKeysAreRefusedAtAnyLevel) {
-  EXPECT_NE(error_of([] { parse_json_ordered(R"({"a": 1, "b": 2, "a": 3})"); }).find("duplicate key \"a\""), std::string::npos);
-  EXPECT_NE(error_of([] { parse_json(R"({"x": [{"k": 1, "k": 2}]})"); }).find("duplicate key \"k\""), std::string::npos);
+  EXPECT_NE(error_of([] { parse_json_ordered(R"({"a": 1, "b": 2, "a": 3})"); }).find("duplicate key 'a'"), std::string::npos);
+  EXPECT_NE(error_of([] { parse_json(R"({"x": [{"k": 1, "k": 2}]})"); }).find("duplicate key 'k'"), std::string::npos);
   EXPECT_NO_THROW(parse_json_ordered(R"({"a": {"a": {"a": 1}}})"));
 }
 

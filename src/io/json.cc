@@ -84,7 +84,7 @@ class Builder {
   }
   std::string dup_message(const string_t& k) const {
     std::string shown = k.size() > 60 ? k.substr(0, 60) + "..." : k;
-    return fmt::format("duplicate key \"{}\" in an object", shown);
+    return fmt::format("duplicate key '{}' in an object", shown);
   }
 
   // Places a value in the current container (or as the root); returns where it lives.

@@ -21,16 +21,16 @@ template <class T>
 T convert(const json& v, const char* key) {
   if constexpr (std::is_same_v<T, int64_t>) {
     DSA_CHECK(v.is_number_integer() && !(v.is_number_unsigned() && v.get<uint64_t>() > uint64_t(INT64_MAX)),
-              "config.json: key \"{}\" must be an integer, got {} ({})", key, json_excerpt(v), v.type_name());
+              "config.json: key \"{}\" has the wrong type: must be an integer, got {} ({})", key, json_excerpt(v), v.type_name());
     return v.get<int64_t>();
   } else if constexpr (std::is_same_v<T, double>) {
-    DSA_CHECK(v.is_number(), "config.json: key \"{}\" must be a number, got {}", key, v.type_name());
+    DSA_CHECK(v.is_number(), "config.json: key \"{}\" has the wrong type: must be a number, got {}", key, v.type_name());
     return v.get<double>();
   } else if constexpr (std::is_same_v<T, bool>) {
-    DSA_CHECK(v.is_boolean(), "config.json: key \"{}\" must be a boolean, got {}", key, v.type_name());
+    DSA_CHECK(v.is_boolean(), "config.json: key \"{}\" has the wrong type: must be a boolean, got {}", key, v.type_name());
     return v.get<bool>();
   } else {
-    DSA_CHECK(v.is_string(), "config.json: key \"{}\" must be a string, got {}", key, v.type_name());
+    DSA_CHECK(v.is_string(), "config.json: key \"{}\" has the wrong type: must be a string, got {}", key, v.type_name());
     return v.get<std::string>();
   }
 }
