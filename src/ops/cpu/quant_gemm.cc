@@ -114,6 +114,31 @@ HWY_INLINE void DotBlock4(const float* HWY_RESTRICT a, int64_t lda, const float*
     for (int r = 0; r < 4; ++r) dots[i][r] = ReduceSumF(df, acc[i][r]);
 }
 
+// The same dot with the weights decoded on the fly (decode shapes: each weight is used by few
+// rows, so staging it in fp32 costs more than it saves). LoadFp8Div256 gives the very floats the
+// staged buffer holds, and the FMA sequence is the same: bit-identical to DotBlock4.
+template <int MT>
+HWY_INLINE void DotBlock4Fp8(const float* HWY_RESTRICT a, int64_t lda, const uint8_t* const* w, float (*dots)[4]) {
+  const DF df;
+  const size_t L = hn::Lanes(df);
+  hn::Vec<DF> acc[MT][4];
+  for (int i = 0; i < MT; ++i)
+    for (int r = 0; r < 4; ++r) acc[i][r] = hn::Zero(df);
+  for (size_t k = 0; k < size_t(kBlock); k += L) {
+    const auto w0 = LoadFp8Div256(df, w[0] + k), w1 = LoadFp8Div256(df, w[1] + k);
+    const auto w2 = LoadFp8Div256(df, w[2] + k), w3 = LoadFp8Div256(df, w[3] + k);
+    for (int i = 0; i < MT; ++i) {
+      const auto av = hn::LoadU(df, a + i * lda + k);
+      acc[i][0] = hn::MulAdd(av, w0, acc[i][0]);
+      acc[i][1] = hn::MulAdd(av, w1, acc[i][1]);
+      acc[i][2] = hn::MulAdd(av, w2, acc[i][2]);
+      acc[i][3] = hn::MulAdd(av, w3, acc[i][3]);
+    }
+  }
+  for (int i = 0; i < MT; ++i)
+    for (int r = 0; r < 4; ++r) dots[i][r] = ReduceSumF(df, acc[i][r]);
+}
+
 void DotPath(const Fp8Gemm& p, const float* a, int64_t Kp) {
   const DF df;
   const size_t L = hn::Lanes(df);
@@ -121,7 +146,9 @@ void DotPath(const Fp8Gemm& p, const float* a, int64_t Kp) {
   parallel_for(groups, [&](int64_t g0, int64_t g1) {
     auto wf = hwy::AllocateAligned<float>(4 * kBlock);  // [4][kBlock] dequantised weight rows
     std::vector<float> acc(size_t(p.M) * 4);
-    HWY_ALIGN uint8_t pad[kBlock];
+    HWY_ALIGN uint8_t pad[4][kBlock];
+    HWY_ALIGN static const uint8_t zeros[kBlock] = {};
+    const bool staged = p.M >= 8;  // only how weights are read, never the arithmetic
     float dots[4][4];
     for (int64_t g = g0; g < g1; ++g) {
       const int64_t n0 = g * 4, nr = std::min<int64_t>(4, p.N - n0);
@@ -129,28 +156,40 @@ void DotPath(const Fp8Gemm& p, const float* a, int64_t Kp) {
       for (int64_t kb = 0; kb < nb; ++kb) {
         const int64_t k0 = kb * kBlock, kl = std::min<int64_t>(kBlock, p.K - k0);
         float ws[4] = {0, 0, 0, 0};
+        const uint8_t* w8[4];
         for (int64_t r = 0; r < 4; ++r) {
           float* wr = wf.get() + r * kBlock;
           if (r >= nr) {
-            std::fill(wr, wr + kBlock, 0.0f);
+            w8[r] = zeros;
+            if (staged) std::fill(wr, wr + kBlock, 0.0f);
             continue;
           }
           const uint8_t* row = p.w + (n0 + r) * p.K + k0;
           if (kl < kBlock) {
-            std::memcpy(pad, row, size_t(kl));
-            std::memset(pad + kl, 0, size_t(kBlock - kl));
-            row = pad;
+            std::memcpy(pad[r], row, size_t(kl));
+            std::memset(pad[r] + kl, 0, size_t(kBlock - kl));
+            row = pad[r];
           }
-          for (size_t k = 0; k < size_t(kBlock); k += L) hn::Store(LoadFp8Div256(df, row + k), df, wr + k);
+          w8[r] = row;
+          if (staged)
+            for (size_t k = 0; k < size_t(kBlock); k += L) hn::Store(LoadFp8Div256(df, row + k), df, wr + k);
           ws[r] = p.w_s[((n0 + r) / kBlock) * nb + kb];
         }
         for (int64_t m0 = 0; m0 < p.M;) {
           const int64_t rem = p.M - m0;
           const int mt = rem >= 4 ? 4 : (rem >= 2 ? 2 : 1);
           const float* am = a + m0 * Kp + k0;
-          if (mt == 4) DotBlock4<4>(am, Kp, wf.get(), dots);
-          else if (mt == 2) DotBlock4<2>(am, Kp, wf.get(), dots);
-          else DotBlock4<1>(am, Kp, wf.get(), dots);
+          if (!staged) {
+            if (mt == 4) DotBlock4Fp8<4>(am, Kp, w8, dots);
+            else if (mt == 2) DotBlock4Fp8<2>(am, Kp, w8, dots);
+            else DotBlock4Fp8<1>(am, Kp, w8, dots);
+          } else if (mt == 4) {
+            DotBlock4<4>(am, Kp, wf.get(), dots);
+          } else if (mt == 2) {
+            DotBlock4<2>(am, Kp, wf.get(), dots);
+          } else {
+            DotBlock4<1>(am, Kp, wf.get(), dots);
+          }
           for (int i = 0; i < mt; ++i) {
             const float as = p.a_s[(m0 + i) * nb + kb];
             float* ar = acc.data() + (m0 + i) * 4;
