@@ -570,7 +570,10 @@ def test_sigterm_drains_and_exits_zero():
     t2 = threading.Thread(target=streamed)
     t.start()
     t2.start()
-    time.sleep(0.3)
+    for _ in range(200):  # both requests in flight (a loaded machine may take a while to send them)
+        if metrics()["dsa_running_sequences"] + metrics()["dsa_queue_length"] >= 2:
+            break
+        time.sleep(0.05)
     p.send_signal(signal.SIGTERM)
     t.join(60)
     t2.join(60)
