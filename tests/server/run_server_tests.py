@@ -545,6 +545,27 @@ def test_sigterm_ends_streams_after_the_drain_timeout():
             p.wait()
 
 
+def test_cli_chunks_long_prompts_and_refuses_huge_kv_budgets():
+    ids = ",".join(str((i * 7919) % 120000 + 10) for i in range(2049))  # 8 pieces of 256 + 1 token
+
+    def run(*extra):
+        r = subprocess.run([ARGS.dsa, "run", "-m", ARGS.model, "--prompt-ids", ids, "-n", "4", "--temperature", "0",
+                            *extra], capture_output=True, text=True, timeout=600)
+        assert r.returncode == 0, r.stderr[-500:]
+        peak = float(r.stderr.split("peak memory: ")[1].split(" MB")[0])
+        return r.stdout.strip(), peak
+    chunked, peak_chunked = run()  # default: 256-token pieces, the last one never a single token
+    whole, peak_whole = run("--prefill-chunk", "0")
+    FIGURES.update(cli_peak_mb_chunked=peak_chunked, cli_peak_mb_one_piece=peak_whole)
+    assert chunked == whole, (chunked, whole)
+    assert peak_chunked < peak_whole, (peak_chunked, peak_whole)
+    t0 = time.time()
+    r = subprocess.run([ARGS.dsa, "serve", "-m", ARGS.model, "--port", "0", "--kv-pages", str(1 << 24)],
+                       capture_output=True, text=True, timeout=120)
+    assert r.returncode != 0 and "lower --kv-pages" in r.stderr, r.stderr[-500:]
+    assert time.time() - t0 < 60
+
+
 def test_sigterm_drains_and_exits_zero():
     p = SERVER["proc"]
     box = {}
@@ -595,6 +616,7 @@ TESTS = [test_health_and_models, test_chat_plain_and_usage, test_chat_stream_mat
          test_deep_wide_and_duplicate_json_bodies, test_chunked_body_is_bounded, test_slow_clients_do_not_starve_others,
          test_range_header_is_ignored, test_second_server_on_the_same_port_is_refused,
          test_non_streaming_disconnect_cancels, test_sigterm_ends_streams_after_the_drain_timeout,
+         test_cli_chunks_long_prompts_and_refuses_huge_kv_budgets,
          test_sigterm_drains_and_exits_zero]
 
 
