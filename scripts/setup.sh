@@ -10,7 +10,7 @@ if [ "$(id -u)" != 0 ]; then SUDO="sudo"; fi
 pkgs=(cmake ninja-build g++ ccache pkg-config git xz-utils unzip
       libfmt-dev nlohmann-json3-dev libcli11-dev libpcre2-dev
       libgtest-dev libgmock-dev libbenchmark-dev libhwy-dev
-      clang libclang-rt-14-dev python3 python3-pip
+      clang libclang-rt-14-dev python3 python3-pip libboost1.81-dev
       zlib1g-dev groff-base perl)  # zlib: shard CRC-32; groff, pod2text: scripts/corpus_text.py
 missing=()
 for p in "${pkgs[@]}"; do
@@ -28,11 +28,8 @@ if [ -x scripts/fetch_tokenizer.sh ]; then
 fi
 
 # ---- dsa serve (HTTP server) -------------------------------------------------------------------
-# cpp-httplib for the server; the official openai Python client for tests/server/.
-if ! dpkg -s libcpp-httplib-dev >/dev/null 2>&1; then
-  $SUDO apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq libcpp-httplib-dev >/dev/null
-fi
+# Boost.Beast (in libboost1.81-dev above) for the server; the official openai Python client for
+# tests/server/.
 python3 -m pip install --quiet openai==3.57.0
 
 # ---- tokenizer Unicode table -------------------------------------------------------------------

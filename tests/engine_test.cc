@@ -135,7 +135,7 @@ TEST(Engine, RequestsBeyondTheBudgetAreRefusedOthersQueue) {
   std::vector<std::future<Outcome>> fs;
   for (int i = 0; i < 5; ++i) fs.push_back(submit(e, prompt(40, i), 20, 0, 0));
   bool saw_queue = false;
-  for (int k = 0; k < 200 && !saw_queue; ++k) {
+  for (int k = 0; k < 5000 && !saw_queue; ++k) {  // the first prefill may take a while on a busy machine
     const EngineMetrics mm = e.metrics();
     EXPECT_LE(mm.kv_pages_in_use, 8);
     EXPECT_LE(mm.running, 2);

@@ -141,8 +141,10 @@ TEST(TextEncoder, MarkedEncodingMatchesPlainEncodingWithoutSpecialStrings) {
 
 TEST(TextEncoder, ExactJson) {
   const OrderedJson v = parse_json_exact(
-      R"({"a": 123456789012345678901234567890, "b": -18446744073709551617, "c": [1, -0, 2.50, -0.0], "a": 7})");
-  EXPECT_EQ(py_json_dumps(v), "{\"a\": 7, \"b\": -18446744073709551617, \"c\": [1, 0, 2.5, -0.0]}");
+      R"({"a": 123456789012345678901234567890, "b": -18446744073709551617, "c": [1, -0, 2.50, -0.0]})");
+  EXPECT_EQ(py_json_dumps(v), "{\"a\": 123456789012345678901234567890, \"b\": -18446744073709551617, \"c\": [1, 0, 2.5, -0.0]}");
+  // Duplicate keys: Python keeps the last value; dsa's one JSON parser (io/json.h) refuses them.
+  EXPECT_THROW(parse_json_exact(R"({"a": 1, "a": 2})"), dsa::Error);
   // A float beyond double range (Python: Infinity) is refused with a clear error.
   EXPECT_THROW(parse_json_exact("[1e400]"), dsa::Error);
   EXPECT_EQ(big_int_digits(v["b"]), "-18446744073709551617");

@@ -37,7 +37,7 @@ struct RunArgs {
   std::string model, prompt_ids, prompt, messages, tokenizer, dump_regex, dump_file = "dump.safetensors";
   bool thinking = false;
   bool special_in_content = false;
-  int64_t n = 32, chunk = 0;
+  int64_t n = 32, chunk = kDefaultPrefillChunk;
   SamplingParams sampling;
   bool reference = false, ignore_eos = false;
   std::string backend, prefill_attention = "mha";
@@ -64,7 +64,7 @@ void add_run_command(CLI::App& app) {
   cmd->add_option("--top-k", a->sampling.top_k, "Keep the k most likely tokens (0 = off)");
   cmd->add_option("--top-p", a->sampling.top_p, "Nucleus sampling mass (1 = off)");
   cmd->add_option("--seed", a->sampling.seed, "Sampling seed");
-  cmd->add_option("--prefill-chunk", a->chunk, "Prefill the prompt in chunks of this many tokens (0 = one piece)");
+  cmd->add_option("--prefill-chunk", a->chunk, "Prompt tokens per prefill call (0 = one piece, memory quadratic in the prompt); any chunking gives the same result");
   cmd->add_option("--prefill-attention", a->prefill_attention,
                   "Prefill attention: mha (the reference's path, default) or absorbed (decode's MQA path, "
                   "as production kernels do; other rounding)")

@@ -1,7 +1,7 @@
 // `dsa serve`: OpenAI-compatible HTTP server over the continuous-batching engine; SIGTERM/SIGINT
-// stop accepting, drain in-flight requests and exit 0.
-#include <httplib.h>
+// stop accepting, drain in-flight requests (bounded by --drain-timeout) and exit 0.
 #include <fmt/format.h>
+#include <sys/resource.h>
 
 #include <atomic>
 #include <csignal>
@@ -11,6 +11,7 @@
 #include "app/commands.h"
 #include "ops/backends.h"
 #include "app/http_api.h"
+#include "app/http_server.h"
 #include "runtime/engine.h"
 #include "text/chat_input.h"
 
@@ -21,12 +22,21 @@ namespace {
 std::atomic<bool> g_stop{false};
 extern "C" void on_stop_signal(int) { g_stop = true; }
 
+// Each connection is a descriptor: use the hard limit, not the usual soft 1024.
+void raise_fd_limit() {
+  struct rlimit rl {};
+  if (::getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur < rl.rlim_max) {
+    rl.rlim_cur = rl.rlim_max;
+    ::setrlimit(RLIMIT_NOFILE, &rl);
+  }
+}
+
 struct ServeArgs {
   std::string model, host = "127.0.0.1", tokenizer, name;
   int port = 8000;
   EngineOptions eng;
   HttpOptions http;
-  int threads = 0;
+  HttpServerOptions server;
   bool reference = false;
   std::string backend;
 };
@@ -54,8 +64,23 @@ void add_serve_command(CLI::App& app) {
   cmd->add_option("--max-prompt-tokens", a->http.limits.max_prompt_tokens, "Longest accepted prompt")->check(CLI::Range(int64_t(1), int64_t(1) << 30));
   cmd->add_option("--max-tokens-limit", a->http.limits.max_tokens_limit, "Largest accepted max_tokens")->check(CLI::Range(int64_t(1), int64_t(1) << 30));
   cmd->add_option("--default-max-tokens", a->http.limits.default_max_tokens, "Chat max_tokens when the request gives none")->check(CLI::Range(int64_t(1), int64_t(1) << 30));
-  cmd->add_option("--max-body-bytes", a->http.max_body_bytes, "Largest accepted request body");
-  cmd->add_option("--http-threads", a->threads, "HTTP worker threads (default 2*max-batch+16)");
+  cmd->add_option("--max-body-bytes", a->server.max_body_bytes, "Largest accepted request body, however it is framed (413 beyond)")
+      ->check(CLI::Range(size_t(1), size_t(1) << 34));
+  cmd->add_option("--header-timeout", a->server.header_timeout_s, "Seconds a request head may take once it starts (408 beyond)")
+      ->check(CLI::Range(0.1, 3600.0));
+  cmd->add_option("--body-timeout", a->server.body_timeout_s, "Seconds a request body may take (408 beyond)")
+      ->check(CLI::Range(0.1, 3600.0));
+  cmd->add_option("--idle-timeout", a->server.idle_timeout_s, "Seconds an idle keep-alive connection is kept")
+      ->check(CLI::Range(0.1, 3600.0));
+  cmd->add_option("--write-timeout", a->server.write_timeout_s, "Seconds a write to a client that does not read may take")
+      ->check(CLI::Range(0.1, 3600.0));
+  cmd->add_option("--drain-timeout", a->server.drain_timeout_s,
+                  "On SIGTERM: seconds in-flight requests may still run before they are ended (streams with an error event)")
+      ->check(CLI::Range(0.0, 86400.0));
+  cmd->add_option("--max-connections", a->server.max_connections, "Open connections beyond this are closed at once")
+      ->check(CLI::Range(1, 1 << 20));
+  cmd->add_option("--http-threads", a->server.handler_threads, "Threads that parse and tokenise requests (default 4)")
+      ->check(CLI::Range(1, 256));
   cmd->add_flag("--reference", a->reference, "Use the scalar reference ops (= --backend ref)");
   cmd->add_option("--backend", a->backend, "Op backend (default: the fastest available)");
   cmd->callback([a] {
@@ -68,19 +93,13 @@ void add_serve_command(CLI::App& app) {
     if (a->http.model_name.empty()) a->http.model_name = std::filesystem::path(a->model).parent_path().filename().string();
     Engine engine(*model, a->eng);
     HttpApi api(engine, tok, int32_t(model->config().eos_token_id), a->http);
-    httplib::Server svr;
-    const size_t threads = a->threads > 0 ? size_t(a->threads) : size_t(2 * a->eng.max_batch + 16);
-    svr.new_task_queue = [threads] { return new httplib::ThreadPool(threads); };
-    svr.set_read_timeout(30);
-    svr.set_write_timeout(30);
+    a->server.host = a->host;
+    a->server.port = a->port;
+    raise_fd_limit();
+    HttpServer svr(a->server);
     api.install(svr);
-    int port = a->port;
-    if (port == 0) {
-      port = svr.bind_to_any_port(a->host);
-      DSA_CHECK(port > 0, "cannot bind to {}", a->host);
-    } else {
-      DSA_CHECK(svr.bind_to_port(a->host, port), "cannot listen on {}:{} (in use or not permitted)", a->host, port);
-    }
+    svr.listen();  // a port in use is an error (no SO_REUSEPORT)
+    const int port = svr.port();
     std::signal(SIGPIPE, SIG_IGN);
     struct sigaction sa {};
     sa.sa_handler = on_stop_signal;
@@ -91,9 +110,10 @@ void add_serve_command(CLI::App& app) {
     std::thread watcher([&] {
       while (!g_stop && !finished) std::this_thread::sleep_for(std::chrono::milliseconds(50));
       if (g_stop) {
-        log("signal received: no new connections, draining in-flight requests");
+        log(fmt::format("signal received: no new connections, draining in-flight requests (up to {} s)",
+                        a->server.drain_timeout_s));
         api.set_draining(true);
-        svr.stop();  // closes the listening socket; listen_after_bind() returns once handlers finish
+        svr.shutdown();  // run() returns once every connection has finished or been ended
       }
     });
     log(fmt::format("model {} ({} layers), KV {} pages x {} tokens ({:.1f} MB), max batch {}", a->http.model_name,
@@ -101,11 +121,10 @@ void add_serve_command(CLI::App& app) {
                     engine.kv().bytes() / 1e6, a->eng.max_batch));
     fmt::print("listening on http://{}:{}\n", a->host, port);
     std::fflush(stdout);
-    const bool ok = svr.listen_after_bind();
+    svr.run();
     finished = true;
     watcher.join();
-    engine.shutdown();
-    DSA_CHECK(ok || g_stop, "the HTTP server stopped unexpectedly");
+    engine.shutdown();  // before the server goes away: no engine callback reaches it afterwards
     log("stopped");
   });
 }

@@ -1,14 +1,14 @@
-// Routes of the OpenAI-compatible server; generation runs on the engine thread, handlers wait
-// on a Generation (non-streaming) or stream its deltas as server-sent events.
+// Routes of the OpenAI-compatible server; generation runs on the engine thread, and the HTTP
+// server polls a GenerationReply for a plain reply or a stream of server-sent events.
 #include "app/http_api.h"
 
-#include <httplib.h>
-
+#include <atomic>
 #include <chrono>
 #include <ctime>
 #include <memory>
 
 #include "app/http_generation.h"
+#include "io/json.h"
 
 namespace dsa::app {
 
@@ -21,11 +21,6 @@ std::string error_json(const ApiError& e) {
   if (!e.param.empty()) err["param"] = e.param;
   if (!e.code.empty()) err["code"] = e.code;
   return OrderedJson({{"error", err}}).dump(-1, ' ', false, OrderedJson::error_handler_t::replace);
-}
-
-void send_error(httplib::Response& res, const ApiError& e) {
-  res.status = e.status;
-  res.set_content(error_json(e), "application/json");
 }
 
 std::string dump(const OrderedJson& j) { return j.dump(-1, ' ', false, OrderedJson::error_handler_t::replace); }
@@ -52,25 +47,136 @@ OrderedJson tool_calls_json(const FinalMessage& m, const std::string& id, bool w
   return calls;
 }
 
-// One in-flight HTTP generation: what the streaming provider needs between calls.
-struct Flight {
-  std::shared_ptr<Generation> gen;
-  uint64_t engine_id = 0;
-  std::string id, model;
-  int64_t created = 0;
-  bool chat = true, include_usage = false, sent_role = false;
-};
-
 std::string sse(const OrderedJson& j) { return "data: " + dump(j) + "\n\n"; }
-
-OrderedJson chunk_base(const Flight& f) {
-  return {{"id", f.id}, {"object", f.chat ? "chat.completion.chunk" : "text_completion"}, {"created", f.created},
-          {"model", f.model}};
-}
 
 OrderedJson chat_choice_delta(const OrderedJson& delta, const OrderedJson& finish) {
   return OrderedJson::array({{{"index", 0}, {"delta", delta}, {"logprobs", nullptr}, {"finish_reason", finish}}});
 }
+
+HttpReply json_reply(int status, std::string body) {
+  HttpReply r;
+  r.status = status;
+  r.body = std::move(body);
+  return r;
+}
+
+HttpReply error_reply(const ApiError& e) { return json_reply(e.status, error_json(e)); }
+
+// One in-flight generation as the HTTP server sees it: polled (never blocking) for the SSE
+// bytes of a stream or the reply of a plain request; cancelled when the client is gone.
+class GenerationReply : public DeferredReply {
+ public:
+  GenerationReply(Engine& engine, std::shared_ptr<Generation> gen, bool stream) : engine_(engine), gen_(std::move(gen)), stream_(stream) {}
+
+  uint64_t engine_id = 0;
+  std::string id, model;
+  int64_t created = 0;
+  bool chat = true, include_usage = false, thinking = false;
+
+  bool streaming() const override { return stream_; }
+  void start(std::function<void()> wake) override {
+    gen_->set_listener(std::move(wake));
+  }
+  void cancel() override {
+    gen_->set_listener(nullptr);
+    if (!cancelled_.exchange(true) && !gen_->done()) engine_.cancel(engine_id);  // frees the sequence now
+  }
+  std::string abort_stream_tail(const std::string& why) override {
+    return sse({{"error", {{"message", why}, {"type", "server_error"}, {"param", nullptr}, {"code", "shutting_down"}}}}) +
+           "data: [DONE]\n\n";
+  }
+  HttpReply abort_reply(const std::string& why) override {
+    return error_reply({503, why, "server_error", "", "shutting_down"});
+  }
+  bool poll(std::string* data, HttpReply* reply) override { return stream_ ? poll_stream(*data) : poll_plain(*reply); }
+
+ private:
+  OrderedJson chunk_base() const {
+    return {{"id", id}, {"object", chat ? "chat.completion.chunk" : "text_completion"}, {"created", created}, {"model", model}};
+  }
+  OrderedJson text_choice(const std::string& text, const OrderedJson& finish) const {
+    return OrderedJson::array({{{"index", 0}, {"text", text}, {"logprobs", nullptr}, {"finish_reason", finish}}});
+  }
+
+  bool poll_plain(HttpReply& reply) {
+    if (!gen_->done()) return false;
+    const GenResult r = gen_->result();
+    if (r.reason == FinishReason::kError) {
+      reply = error_reply({500, strip_error_site(r.error), "server_error", "", ""});
+      return true;
+    }
+    const FinalMessage m = gen_->final_message();
+    OrderedJson out = {{"id", id}, {"object", chat ? "chat.completion" : "text_completion"}, {"created", created}, {"model", model}};
+    if (chat) {
+      OrderedJson msg = {{"role", "assistant"}, {"content", m.content}};
+      if (!m.reasoning_content.empty() || thinking) msg["reasoning_content"] = m.reasoning_content;
+      if (!m.tool_calls.empty()) {
+        if (m.content.empty()) msg["content"] = nullptr;
+        msg["tool_calls"] = tool_calls_json(m, id, false);
+      }
+      out["choices"] = OrderedJson::array(
+          {{{"index", 0}, {"message", msg}, {"logprobs", nullptr}, {"finish_reason", m.finish_reason}}});
+    } else {
+      out["choices"] = text_choice(m.content, m.finish_reason);
+    }
+    out["usage"] = usage_json(r);
+    reply = json_reply(200, dump(out));
+    return true;
+  }
+
+  bool poll_stream(std::string& data) {
+    if (!sent_role_) {
+      sent_role_ = true;
+      OrderedJson c = chunk_base();
+      c["choices"] = chat ? chat_choice_delta({{"role", "assistant"}, {"content", ""}}, nullptr) : text_choice("", nullptr);
+      data += sse(c);
+    }
+    const bool finished = gen_->done();  // read before the delta: nothing is missed
+    const TextDelta d = gen_->take_delta();
+    if (!d.empty()) {
+      OrderedJson c = chunk_base();
+      if (chat) {
+        OrderedJson delta = OrderedJson::object();
+        if (!d.reasoning.empty()) delta["reasoning_content"] = d.reasoning;
+        if (!d.content.empty()) delta["content"] = d.content;
+        c["choices"] = chat_choice_delta(delta, nullptr);
+      } else {
+        c["choices"] = text_choice(d.content, nullptr);
+      }
+      data += sse(c);
+    }
+    if (!finished) return false;
+    const GenResult r = gen_->result();
+    if (r.reason == FinishReason::kError) {
+      data += sse({{"error", {{"message", strip_error_site(r.error)}, {"type", "server_error"}, {"param", nullptr}, {"code", nullptr}}}});
+    } else {
+      const FinalMessage m = gen_->final_message();
+      OrderedJson c = chunk_base();
+      if (chat) {
+        OrderedJson delta = OrderedJson::object();
+        if (!m.tool_calls.empty()) delta["tool_calls"] = tool_calls_json(m, id, true);
+        c["choices"] = chat_choice_delta(delta, m.finish_reason);
+      } else {
+        c["choices"] = text_choice("", m.finish_reason);
+      }
+      data += sse(c);
+      if (include_usage) {
+        OrderedJson u = chunk_base();
+        u["choices"] = OrderedJson::array();
+        u["usage"] = usage_json(r);
+        data += sse(u);
+      }
+    }
+    data += "data: [DONE]\n\n";
+    return true;
+  }
+
+  Engine& engine_;
+  std::shared_ptr<Generation> gen_;
+  const bool stream_;
+  bool sent_role_ = false;
+  std::atomic<bool> cancelled_{false};
+};
 
 }  // namespace
 
@@ -82,183 +188,85 @@ void HttpApi::count_status(int status) {
   ++by_status_[status];
 }
 
-void HttpApi::install(httplib::Server& svr) {
-  svr.set_payload_max_length(opt_.max_body_bytes);
-  svr.set_error_handler([](const httplib::Request&, httplib::Response& res) {
-    if (!res.body.empty()) return;  // our own JSON error
-    ApiError e{res.status, fmt::format("HTTP error {}", res.status), "invalid_request_error", "", ""};
-    if (res.status == 400) e.message = "malformed HTTP request";
-    if (res.status == 405) e.message = "method not allowed";
-    if (res.status == 404) e = {404, "no such endpoint", "not_found_error", "", ""};
-    if (res.status == 413) e.message = "the request body is too large";
-    send_error(res, e);
+void HttpApi::install(HttpServer& svr) {
+  svr.set_error_body([](int status, const std::string& message) {
+    ApiError e{status, message, status >= 500 ? "server_error" : "invalid_request_error", "", ""};
+    if (status == 404) e.type = "not_found_error";
+    return error_json(e);
   });
-  svr.set_exception_handler([](const httplib::Request&, httplib::Response& res, std::exception_ptr ep) {
-    std::string msg = "internal error";
-    try {
-      if (ep) std::rethrow_exception(ep);
-    } catch (const std::exception& e) {
-      msg = strip_error_site(e.what());
-    } catch (...) {
-    }
-    send_error(res, {500, msg, "server_error", "", ""});
+  svr.set_response_hook([this](int status) { count_status(status); });
+  svr.route("GET", "/health", [this](const HttpRequest&) {
+    HttpResult r;
+    r.reply = draining_ ? json_reply(503, R"({"status":"draining"})") : json_reply(200, R"({"status":"ok"})");
+    return r;
   });
-  svr.set_logger([this](const httplib::Request&, const httplib::Response& res) { count_status(res.status); });
-
-  svr.Get("/health", [this](const httplib::Request&, httplib::Response& res) {
-    if (draining_) {
-      res.status = 503;
-      res.set_content(R"({"status":"draining"})", "application/json");
-      return;
-    }
-    res.set_content(R"({"status":"ok"})", "application/json");
-  });
-  svr.Get("/v1/models", [this](const httplib::Request&, httplib::Response& res) {
+  svr.route("GET", "/v1/models", [this](const HttpRequest&) {
     OrderedJson m = {{"id", opt_.model_name}, {"object", "model"}, {"created", 0}, {"owned_by", "dsa"},
                      {"max_model_len", opt_.limits.max_prompt_tokens + opt_.limits.max_tokens_limit}};
-    res.set_content(dump({{"object", "list"}, {"data", OrderedJson::array({m})}}), "application/json");
+    HttpResult r;
+    r.reply = json_reply(200, dump({{"object", "list"}, {"data", OrderedJson::array({m})}}));
+    return r;
   });
-  svr.Get("/metrics", [this](const httplib::Request&, httplib::Response& res) {
-    res.set_content(metrics_text(), "text/plain; version=0.0.4");
+  svr.route("GET", "/metrics", [this](const HttpRequest&) {
+    HttpResult r;
+    r.reply.content_type = "text/plain; version=0.0.4";
+    r.reply.body = metrics_text();
+    return r;
   });
-  svr.Post("/v1/chat/completions", [this](const httplib::Request& req, httplib::Response& res) {
-    chat_or_completion(req.body, true, &res);
-  });
-  svr.Post("/v1/completions", [this](const httplib::Request& req, httplib::Response& res) {
-    chat_or_completion(req.body, false, &res);
-  });
+  svr.route("POST", "/v1/chat/completions", [this](const HttpRequest& req) { return chat_or_completion(req.body, true); });
+  svr.route("POST", "/v1/completions", [this](const HttpRequest& req) { return chat_or_completion(req.body, false); });
 }
 
-void HttpApi::chat_or_completion(const std::string& body, bool chat, void* res_ptr) {
-  httplib::Response& res = *static_cast<httplib::Response*>(res_ptr);
-  if (draining_) return send_error(res, {503, "the server is shutting down", "server_error", "", ""});
+HttpResult HttpApi::chat_or_completion(const std::string& body, bool chat) {
+  HttpResult out;
+  if (draining_) {
+    out.reply = error_reply({503, "the server is shutting down", "server_error", "", ""});
+    return out;
+  }
   ApiRequest ar;
   try {
     OrderedJson j;
     try {
-      j = OrderedJson::parse(body);
+      j = parse_json_ordered(body);  // depth-limited, linear time, duplicate keys refused
     } catch (const std::exception& e) {
       throw ApiError{400, fmt::format("the body is not valid JSON: {}", e.what()), "invalid_request_error", "", ""};
     }
     ar = chat ? parse_chat_request(j, tok_, opt_.limits) : parse_completion_request(j, tok_, opt_.limits);
   } catch (const ApiError& e) {
-    return send_error(res, e);
+    out.reply = error_reply(e);
+    return out;
   } catch (const std::exception& e) {
-    return send_error(res, {400, strip_error_site(e.what()), "invalid_request_error", "", ""});
+    out.reply = error_reply({400, strip_error_site(e.what()), "invalid_request_error", "", ""});
+    return out;
   }
 
-  auto f = std::make_shared<Flight>();
-  f->gen = std::make_shared<Generation>(tok_, chat, ar.thinking, ar.stop);
-  f->id = fmt::format("{}-{}", chat ? "chatcmpl" : "cmpl", next_id_++);
-  f->model = ar.model.empty() ? opt_.model_name : ar.model;
-  f->created = now_s();
-  f->chat = chat;
-  f->include_usage = ar.include_usage;
+  auto gen = std::make_shared<Generation>(tok_, chat, ar.thinking, ar.stop);
+  auto reply = std::make_shared<GenerationReply>(engine_, gen, ar.stream);
+  reply->id = fmt::format("{}-{}", chat ? "chatcmpl" : "cmpl", next_id_++);
+  reply->model = ar.model.empty() ? opt_.model_name : ar.model;
+  reply->created = now_s();
+  reply->chat = chat;
+  reply->include_usage = ar.include_usage;
+  reply->thinking = ar.thinking;
   GenRequest gr;
   gr.prompt = std::move(ar.prompt);
   gr.max_tokens = ar.max_tokens;
   gr.sampling = ar.sampling;
   gr.logit_bias = std::move(ar.logit_bias);
   if (!ar.ignore_eos) gr.stop_ids = {eos_};
-  std::shared_ptr<Generation> gen = f->gen;
   gr.on_token = [gen](int32_t t) { return gen->on_token(t); };
   gr.on_done = [gen](const GenResult& r) { gen->on_done(r); };
   try {
-    f->engine_id = engine_.submit(std::move(gr));
+    reply->engine_id = engine_.submit(std::move(gr));
   } catch (const EngineBusy& e) {
-    return send_error(res, {503, strip_error_site(e.what()), "server_error", "", "overloaded"});
+    out.reply = error_reply({503, strip_error_site(e.what()), "server_error", "", "overloaded"});
+    return out;
   } catch (const std::exception& e) {
-    return send_error(res, {400, strip_error_site(e.what()), "invalid_request_error", "", ""});
+    out.reply = error_reply({400, strip_error_site(e.what()), "invalid_request_error", "", ""});
+    return out;
   }
-
-  if (!ar.stream) {
-    while (!gen->done()) gen->wait(std::chrono::milliseconds(200));
-    const GenResult r = gen->result();
-    if (r.reason == FinishReason::kError)
-      return send_error(res, {500, strip_error_site(r.error), "server_error", "", ""});
-    const FinalMessage m = gen->final_message();
-    OrderedJson out = {{"id", f->id}, {"object", chat ? "chat.completion" : "text_completion"},
-                       {"created", f->created}, {"model", f->model}};
-    if (chat) {
-      OrderedJson msg = {{"role", "assistant"}, {"content", m.content}};
-      if (!m.reasoning_content.empty() || ar.thinking) msg["reasoning_content"] = m.reasoning_content;
-      if (!m.tool_calls.empty()) {
-        if (m.content.empty()) msg["content"] = nullptr;
-        msg["tool_calls"] = tool_calls_json(m, f->id, false);
-      }
-      out["choices"] = OrderedJson::array(
-          {{{"index", 0}, {"message", msg}, {"logprobs", nullptr}, {"finish_reason", m.finish_reason}}});
-    } else {
-      out["choices"] = OrderedJson::array(
-          {{{"index", 0}, {"text", m.content}, {"logprobs", nullptr}, {"finish_reason", m.finish_reason}}});
-    }
-    out["usage"] = usage_json(r);
-    res.set_content(dump(out), "application/json");
-    return;
-  }
-
-  res.set_header("Cache-Control", "no-cache");
-  res.set_header("X-Accel-Buffering", "no");
-  Engine* engine = &engine_;
-  res.set_chunked_content_provider(
-      "text/event-stream",
-      [f](size_t, httplib::DataSink& sink) {
-        auto write = [&](const std::string& s) { return sink.write(s.data(), s.size()); };
-        if (!f->sent_role) {
-          f->sent_role = true;
-          OrderedJson c = chunk_base(*f);
-          if (f->chat)
-            c["choices"] = chat_choice_delta({{"role", "assistant"}, {"content", ""}}, nullptr);
-          else
-            c["choices"] = OrderedJson::array({{{"index", 0}, {"text", ""}, {"logprobs", nullptr}, {"finish_reason", nullptr}}});
-          if (!write(sse(c))) return false;
-        }
-        f->gen->wait(std::chrono::milliseconds(100));
-        const bool finished = f->gen->done();  // read before the delta: nothing is missed
-        const TextDelta d = f->gen->take_delta();
-        if (!d.empty()) {
-          OrderedJson c = chunk_base(*f);
-          if (f->chat) {
-            OrderedJson delta = OrderedJson::object();
-            if (!d.reasoning.empty()) delta["reasoning_content"] = d.reasoning;
-            if (!d.content.empty()) delta["content"] = d.content;
-            c["choices"] = chat_choice_delta(delta, nullptr);
-          } else {
-            c["choices"] = OrderedJson::array({{{"index", 0}, {"text", d.content}, {"logprobs", nullptr}, {"finish_reason", nullptr}}});
-          }
-          if (!write(sse(c))) return false;
-        } else if (!sink.is_writable()) {
-          return false;
-        }
-        if (!finished) return true;
-        const GenResult r = f->gen->result();
-        if (r.reason == FinishReason::kError) {
-          write(sse({{"error", {{"message", strip_error_site(r.error)}, {"type", "server_error"}, {"param", nullptr}, {"code", nullptr}}}}));
-        } else {
-          const FinalMessage m = f->gen->final_message();
-          OrderedJson c = chunk_base(*f);
-          if (f->chat) {
-            OrderedJson delta = OrderedJson::object();
-            if (!m.tool_calls.empty()) delta["tool_calls"] = tool_calls_json(m, f->id, true);
-            c["choices"] = chat_choice_delta(delta, m.finish_reason);
-          } else {
-            c["choices"] = OrderedJson::array({{{"index", 0}, {"text", ""}, {"logprobs", nullptr}, {"finish_reason", m.finish_reason}}});
-          }
-          if (!write(sse(c))) return false;
-          if (f->include_usage) {
-            OrderedJson u = chunk_base(*f);
-            u["choices"] = OrderedJson::array();
-            u["usage"] = usage_json(r);
-            if (!write(sse(u))) return false;
-          }
-        }
-        write("data: [DONE]\n\n");
-        sink.done();
-        return true;
-      },
-      [f, engine](bool) {
-        if (!f->gen->done()) engine->cancel(f->engine_id);  // client went away: free the sequence now
-      });
+  out.deferred = std::move(reply);
+  return out;
 }
 
 std::string HttpApi::metrics_text() const {

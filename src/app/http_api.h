@@ -1,5 +1,5 @@
-// OpenAI-compatible HTTP API over the engine (cpp-httplib): chat/completions (+SSE streaming),
-// models, health, Prometheus metrics, JSON errors.
+// OpenAI-compatible HTTP API over the engine (routes of app/http_server.h): chat/completions
+// (+SSE streaming), models, health, Prometheus metrics, JSON errors.
 #pragma once
 #include <atomic>
 #include <map>
@@ -7,30 +7,26 @@
 #include <string>
 
 #include "app/http_request.h"
+#include "app/http_server.h"
 #include "runtime/engine.h"
 #include "text/tokenizer.h"
-
-namespace httplib {
-class Server;
-}
 
 namespace dsa::app {
 
 struct HttpOptions {
   std::string model_name = "dsa";
   ApiLimits limits;
-  size_t max_body_bytes = 8u << 20;
 };
 
 class HttpApi {
  public:
   HttpApi(Engine& engine, const text::Tokenizer& tok, int32_t eos_id, HttpOptions opt);
-  void install(httplib::Server& svr);  // routes, error/exception handlers, logger, payload limit
+  void install(HttpServer& svr);  // routes, error bodies, response counting
   void set_draining(bool d) { draining_ = d; }
   std::string metrics_text() const;
 
  private:
-  void chat_or_completion(const std::string& body, bool chat, void* res);
+  HttpResult chat_or_completion(const std::string& body, bool chat);
   void count_status(int status);
 
   Engine& engine_;

@@ -23,7 +23,7 @@ Generation::Generation(const text::Tokenizer& tok, bool chat, bool thinking, std
 
 bool Generation::on_token(int32_t t) {
   std::string piece = tok_.is_valid_id(t) ? dec_.push(t) : std::string();
-  std::lock_guard<std::mutex> lk(mu_);
+  std::unique_lock<std::mutex> lk(mu_);
   if (stopped_) return false;
   const size_t old = text_.size();
   text_ += piece;
@@ -37,17 +37,29 @@ bool Generation::on_token(int32_t t) {
   }
   changed_ = true;
   cv_.notify_all();
-  return !stopped_;
+  const bool go_on = !stopped_;
+  std::function<void()> l = listener_;
+  lk.unlock();
+  if (l) l();
+  return go_on;
+}
+
+void Generation::set_listener(std::function<void()> fn) {
+  std::lock_guard<std::mutex> lk(mu_);
+  listener_ = std::move(fn);
 }
 
 void Generation::on_done(const GenResult& r) {
   std::string rest = dec_.flush();
-  std::lock_guard<std::mutex> lk(mu_);
+  std::unique_lock<std::mutex> lk(mu_);
   if (!stopped_) text_ += rest;
   result_ = r;
   done_ = true;
   changed_ = true;
   cv_.notify_all();
+  std::function<void()> l = listener_;
+  lk.unlock();
+  if (l) l();
 }
 
 bool Generation::wait(std::chrono::milliseconds timeout) {

@@ -3,6 +3,7 @@
 #pragma once
 #include <chrono>
 #include <condition_variable>
+#include <functional>
 #include <mutex>
 #include <string>
 #include <vector>
@@ -36,6 +37,9 @@ class Generation {
 
   // Consumer side. wait: until new text or the end (or the timeout); true if something happened.
   bool wait(std::chrono::milliseconds timeout);
+  // Called (engine thread, outside the lock) after every new token and at the end; set it before
+  // submitting or check done() after setting it. An empty function removes it.
+  void set_listener(std::function<void()> fn);
   TextDelta take_delta();  // text that can be shown now (never part of a possible stop string)
   bool done() const;
   GenResult result() const;      // valid once done()
@@ -53,6 +57,7 @@ class Generation {
   std::string text_;
   bool stopped_ = false, done_ = false, changed_ = false;
   GenResult result_;
+  std::function<void()> listener_;
   // streaming state (consumer)
   size_t emitted_ = 0;
   int phase_ = 0;  // 0 reasoning, 1 content, 2 inside a tool-call block (held back)

@@ -11,30 +11,17 @@
 #include <utility>
 
 #include "base/error.h"
+#include "base/files.h"
 
 namespace dsa {
 
 MmapFile MmapFile::open(const std::string& path) {
-  int fd;
-  do {
-    fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
-  } while (fd < 0 && errno == EINTR);
-  DSA_CHECK(fd >= 0, "{}: cannot open for reading: {}", path, std::strerror(errno));
-
-  struct stat st;
-  if (::fstat(fd, &st) != 0) {
-    const int err = errno;
-    ::close(fd);
-    DSA_FAIL("{}: fstat failed: {}", path, std::strerror(err));
-  }
-  if (!S_ISREG(st.st_mode)) {
-    ::close(fd);
-    DSA_FAIL("{}: not a regular file", path);
-  }
+  uint64_t size = 0;
+  const int fd = open_regular_file(path, &size);  // never blocks on a FIFO; regular files only
 
   MmapFile m;
   m.path_ = path;
-  m.size_ = size_t(st.st_size);
+  m.size_ = size_t(size);
   if (m.size_ > 0) {
     void* p = ::mmap(nullptr, m.size_, PROT_READ, MAP_PRIVATE, fd, 0);
     if (p == MAP_FAILED) {

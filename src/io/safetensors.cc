@@ -19,12 +19,16 @@
 
 #include <nlohmann/json.hpp>
 
+#include "base/files.h"
+#include "io/json.h"
+
 namespace dsa {
 namespace {
 
 namespace fs = std::filesystem;
 using json = nlohmann::json;
 
+constexpr uint64_t kMaxIndexBytes = 256ull << 20;  // the V3.2 index is ~9 MB
 constexpr const char* kSupportedDtypes = "F32, BF16, F16, F8_E4M3, I32, I64, U8";
 
 uint64_t read_le64(const uint8_t* p) {
@@ -33,27 +37,14 @@ uint64_t read_le64(const uint8_t* p) {
   return v;
 }
 
-// Parses a JSON document; a key repeated among the top-level object's keys is reported as a
-// duplicate name (nlohmann would otherwise keep the last one silently).
-json parse_json_no_dup_keys(const std::string& path, const char* what, const char* begin,
-                            const char* end) {
-  std::set<std::string> seen;
-  std::string dup;
-  auto cb = [&](int depth, json::parse_event_t ev, json& parsed) {
-    if (ev == json::parse_event_t::key && depth == 1 && dup.empty() && parsed.is_string()) {
-      const auto& k = parsed.get_ref<const std::string&>();
-      if (!seen.insert(k).second) dup = k;
-    }
-    return true;
-  };
-  json j;
+// Parses a JSON document with the project's one entry point (depth limit, duplicate keys at
+// any level refused); the error names the file and what it is.
+json parse_json_checked(const std::string& path, const char* what, const char* begin, const char* end) {
   try {
-    j = json::parse(begin, end, cb);
-  } catch (const json::exception& e) {
+    return parse_json(std::string_view(begin, size_t(end - begin)));
+  } catch (const Error& e) {
     DSA_FAIL("{}: {} is not valid JSON: {}", path, what, e.what());
   }
-  DSA_CHECK(dup.empty(), "{}: duplicate name '{}' in {}", path, dup, what);
-  return j;
 }
 
 // A JSON integer >= 0 that fits int64 (shape dims) or uint64 (offsets).
@@ -97,12 +88,12 @@ TensorEntry parse_entry(const std::string& path, const std::string& name, const 
   bool overflow = false;
   for (const json& d : *sh) {
     DSA_CHECK(d.is_number_integer(), "{}: tensor '{}': shape entries must be integers, got {} ({})",
-              path, name, d.dump(), d.type_name());
+              path, name, json_excerpt(d), d.type_name());
     DSA_CHECK(!d.is_number_unsigned() || d.get<uint64_t>() <= uint64_t(INT64_MAX),
-              "{}: tensor '{}': shape dimension {} is too large", path, name, d.dump());
+              "{}: tensor '{}': shape dimension {} is too large", path, name, json_excerpt(d));
     const int64_t di = d.get<int64_t>();
     DSA_CHECK(di >= 0, "{}: tensor '{}': negative dimension {} in shape {}", path, name, di,
-              sh->dump());
+              json_excerpt(*sh));
     e.shape.push_back(di);
     overflow = overflow || __builtin_mul_overflow(numel, di, &numel);
   }
@@ -110,7 +101,7 @@ TensorEntry parse_entry(const std::string& path, const std::string& name, const 
   overflow = overflow || __builtin_mul_overflow(uint64_t(numel), uint64_t(dtype_size(e.dtype)),
                                                 &expect_bytes);
   DSA_CHECK(!overflow, "{}: tensor '{}': element count of shape {} overflows", path, name,
-            sh->dump());
+            json_excerpt(*sh));
 
   auto off = v.find("data_offsets");
   DSA_CHECK(off != v.end(), "{}: tensor '{}': header entry is missing 'data_offsets'", path, name);
@@ -119,13 +110,13 @@ TensorEntry parse_entry(const std::string& path, const std::string& name, const 
                 json_nonneg_int((*off)[1], &end),
             "{}: tensor '{}': 'data_offsets' must be [begin, end] with non-negative integers, "
             "got {}",
-            path, name, off->dump());
+            path, name, json_excerpt(*off));
   DSA_CHECK(begin <= end, "{}: tensor '{}': data_offsets [{}, {}] have begin > end", path, name,
             begin, end);
   DSA_CHECK(end - begin == expect_bytes,
             "{}: tensor '{}': data_offsets [{}, {}] span {} bytes but {} {} needs {} bytes "
             "(byte size mismatch)",
-            path, name, begin, end, end - begin, dname, sh->dump(), expect_bytes);
+            path, name, begin, end, end - begin, dname, json_excerpt(*sh), expect_bytes);
   DSA_CHECK(end <= data_size,
             "{}: tensor '{}': data_offsets end {} is past the end of the data section ({} bytes); "
             "file truncated?",
@@ -139,15 +130,6 @@ TensorEntry parse_entry(const std::string& path, const std::string& name, const 
 
 bool ends_with(const std::string& s, const std::string& suffix) {
   return s.size() >= suffix.size() && s.compare(s.size() - suffix.size(), suffix.size(), suffix) == 0;
-}
-
-std::string read_text_file(const std::string& path) {
-  std::ifstream in(path, std::ios::binary);
-  DSA_CHECK(in.good(), "{}: cannot open for reading: {}", path, std::strerror(errno));
-  std::ostringstream ss;
-  ss << in.rdbuf();
-  DSA_CHECK(!in.bad(), "{}: read failed", path);
-  return ss.str();
 }
 
 void write_all(int fd, const std::string& path, const void* buf, size_t n) {
@@ -173,6 +155,19 @@ struct TempFile {
     if (!committed) ::unlink(path.c_str());
   }
 };
+
+// A shard named by an index must be a .safetensors file inside the index's directory: a relative
+// path without "..", so an index cannot make us open (or quote) files elsewhere.
+void check_shard_name(const std::string& index_path, const std::string& tensor, const std::string& shard) {
+  const std::string shown = shard.size() > 80 ? shard.substr(0, 80) + "..." : shard;
+  const fs::path p(shard);
+  bool inside = p.is_relative() && !p.has_root_name() && !p.has_root_directory();
+  for (const auto& part : p) inside = inside && part != "..";
+  DSA_CHECK(inside, "{}: weight_map value '{}' for tensor '{}' leaves the model directory (shards must be "
+            "relative paths without '..')", index_path, shown, tensor);
+  DSA_CHECK(ends_with(shard, ".safetensors"), "{}: weight_map value '{}' for tensor '{}' is not a .safetensors file",
+            index_path, shown, tensor);
+}
 
 }  // namespace
 
@@ -200,7 +195,7 @@ std::shared_ptr<SafetensorsFile> SafetensorsFile::open(const std::string& path) 
             path, hlen, size - 8);
 
   const char* htext = reinterpret_cast<const char*>(base + 8);
-  const json header = parse_json_no_dup_keys(path, "safetensors header", htext, htext + hlen);
+  const json header = parse_json_checked(path, "safetensors header", htext, htext + hlen);
   DSA_CHECK(header.is_object(), "{}: header must be a JSON object, got {}", path,
             header.type_name());
 
@@ -259,8 +254,8 @@ Checkpoint Checkpoint::open(const std::string& path) {
 
   // model.safetensors.index.json: weight_map name -> shard file (relative to the index's dir).
   auto load_index = [&](const std::string& index_path) {
-    const std::string text = read_text_file(index_path);
-    const json j = parse_json_no_dup_keys(index_path, "index", text.data(), text.data() + text.size());
+    const std::string text = read_text_file(index_path, kMaxIndexBytes, "index");
+    const json j = parse_json_checked(index_path, "index", text.data(), text.data() + text.size());
     DSA_CHECK(j.is_object(), "{}: index must be a JSON object, got {}", index_path, j.type_name());
     auto wm = j.find("weight_map");
     DSA_CHECK(wm != j.end() && wm->is_object(), "{}: index has no 'weight_map' object",
@@ -272,8 +267,9 @@ Checkpoint Checkpoint::open(const std::string& path) {
     for (auto it = wm->begin(); it != wm->end(); ++it) {
       DSA_CHECK(it->is_string() && !it->get_ref<const std::string&>().empty(),
                 "{}: weight_map value for tensor '{}' must be a shard file name, got {}",
-                index_path, it.key(), it->dump());
+                index_path, it.key(), json_excerpt(*it));
       const std::string& shard = it->get_ref<const std::string&>();
+      check_shard_name(index_path, it.key(), shard);
       shard_of[it.key()] = shard;
       shard_path.emplace(shard, (dir / shard).string());
     }

@@ -2,10 +2,12 @@
 #include "model/config.h"
 
 #include <cmath>
-#include <fstream>
 #include <nlohmann/json.hpp>
+#include <type_traits>
 
 #include "base/error.h"
+#include "base/files.h"
+#include "io/json.h"
 
 namespace dsa {
 
@@ -13,24 +15,36 @@ namespace {
 
 using json = nlohmann::json;
 
+// Integers must be JSON integers (1.5 or 2.0 for a layer count is an error, not truncated);
+// floats accept integers; strings and bools must be exactly those.
+template <class T>
+T convert(const json& v, const char* key) {
+  if constexpr (std::is_same_v<T, int64_t>) {
+    DSA_CHECK(v.is_number_integer() && !(v.is_number_unsigned() && v.get<uint64_t>() > uint64_t(INT64_MAX)),
+              "config.json: key \"{}\" has the wrong type: must be an integer, got {} ({})", key, json_excerpt(v), v.type_name());
+    return v.get<int64_t>();
+  } else if constexpr (std::is_same_v<T, double>) {
+    DSA_CHECK(v.is_number(), "config.json: key \"{}\" has the wrong type: must be a number, got {}", key, v.type_name());
+    return v.get<double>();
+  } else if constexpr (std::is_same_v<T, bool>) {
+    DSA_CHECK(v.is_boolean(), "config.json: key \"{}\" has the wrong type: must be a boolean, got {}", key, v.type_name());
+    return v.get<bool>();
+  } else {
+    DSA_CHECK(v.is_string(), "config.json: key \"{}\" has the wrong type: must be a string, got {}", key, v.type_name());
+    return v.get<std::string>();
+  }
+}
+
 template <class T>
 T get_req(const json& j, const char* key) {
   DSA_CHECK(j.contains(key), "config.json: missing required key \"{}\"", key);
-  try {
-    return j.at(key).get<T>();
-  } catch (const json::exception& e) {
-    DSA_FAIL("config.json: key \"{}\" has the wrong type ({})", key, j.at(key).type_name());
-  }
+  return convert<T>(j.at(key), key);
 }
 
 template <class T>
 T get_opt(const json& j, const char* key, T def) {
   if (!j.contains(key) || j.at(key).is_null()) return def;
-  try {
-    return j.at(key).get<T>();
-  } catch (const json::exception& e) {
-    DSA_FAIL("config.json: key \"{}\" has the wrong type ({})", key, j.at(key).type_name());
-  }
+  return convert<T>(j.at(key), key);
 }
 
 }  // namespace
@@ -131,6 +145,29 @@ void ModelConfig::validate() const {
   pos("index_head_dim", index_head_dim);
   pos("index_topk", index_topk);
   pos("max_position_embeddings", max_position_embeddings);
+  // Upper bounds far above any released model, low enough that every shape product of the tensor
+  // table stays exact in int64 (no signed overflow) and absurd counts fail before any allocation.
+  auto at_most = [](const char* name, int64_t v, int64_t hi) {
+    DSA_CHECK(v <= hi, "config.json: {} = {} is beyond the supported maximum {}", name, v, hi);
+  };
+  at_most("vocab_size", vocab_size, int64_t(1) << 24);
+  at_most("hidden_size", hidden_size, int64_t(1) << 17);
+  at_most("intermediate_size", intermediate_size, int64_t(1) << 20);
+  at_most("moe_intermediate_size", moe_intermediate_size, int64_t(1) << 20);
+  at_most("num_hidden_layers", num_hidden_layers, 4096);
+  at_most("num_nextn_predict_layers", num_nextn_predict_layers, 16);
+  DSA_CHECK(num_nextn_predict_layers >= 0, "config.json: num_nextn_predict_layers must be >= 0");
+  at_most("num_attention_heads", num_attention_heads, 4096);
+  at_most("q_lora_rank", q_lora_rank, int64_t(1) << 17);
+  at_most("kv_lora_rank", kv_lora_rank, int64_t(1) << 17);
+  at_most("qk_nope_head_dim", qk_nope_head_dim, 4096);
+  at_most("qk_rope_head_dim", qk_rope_head_dim, 4096);
+  at_most("v_head_dim", v_head_dim, 4096);
+  at_most("n_routed_experts", n_routed_experts, int64_t(1) << 16);
+  at_most("n_shared_experts", n_shared_experts, 64);
+  at_most("index_n_heads", index_n_heads, 4096);
+  at_most("index_topk", index_topk, int64_t(1) << 24);
+  at_most("max_position_embeddings", max_position_embeddings, int64_t(1) << 30);
   DSA_CHECK(num_key_value_heads == num_attention_heads,
             "config.json: num_key_value_heads ({}) must equal num_attention_heads ({}) for MLA",
             num_key_value_heads, num_attention_heads);
@@ -175,12 +212,11 @@ void ModelConfig::validate() const {
 }
 
 ModelConfig ModelConfig::load(const std::string& path) {
-  std::ifstream f(path);
-  DSA_CHECK(f.good(), "cannot open {}", path);
+  const std::string text = read_text_file(path, 16u << 20, "config.json");
   json j;
   try {
-    j = json::parse(f);
-  } catch (const json::exception& e) {
+    j = parse_json(text);
+  } catch (const Error& e) {
     DSA_FAIL("{}: invalid JSON: {}", path, e.what());
   }
   try {

@@ -1,6 +1,7 @@
 // Paged KV memory.
 #include "model/kv_cache.h"
 
+#include <cstdio>
 #include <cstring>
 #include <limits>
 
@@ -51,6 +52,34 @@ void KvCache::grow(int64_t pages) {
   for (int64_t p = cap - 1; p >= capacity_; --p) free_list_.push_back(int32_t(p));
   refs_.resize(size_t(cap), 0);
   capacity_ = cap;
+}
+
+namespace {
+// MemAvailable of /proc/meminfo in bytes (0 when it cannot be read).
+size_t host_available_bytes() {
+  std::FILE* f = std::fopen("/proc/meminfo", "r");
+  if (!f) return 0;
+  char line[256];
+  unsigned long long kb = 0;
+  while (std::fgets(line, sizeof line, f))
+    if (std::sscanf(line, "MemAvailable: %llu kB", &kb) == 1) break;
+  std::fclose(f);
+  return size_t(kb) * 1024;
+}
+}  // namespace
+
+void KvCache::preallocate() {
+  DSA_CHECK(max_pages_ > 0, "preallocate needs a page budget");
+  const double need = double(max_pages_ - capacity_) * double(bytes_per_page());
+  // Host memory is checked against MemAvailable (allocation alone would succeed and only the
+  // touching fail); a device allocation of the whole pool fails at once with the driver's error.
+  const size_t avail = mem_->device ? 0 : host_available_bytes();
+  DSA_CHECK(avail == 0 || need <= double(avail),
+            "the KV cache budget of {} pages x {} tokens needs {:.2f} GB but only {:.2f} GB of {} memory is "
+            "available; lower --kv-pages (at most ~{} pages fit)",
+            max_pages_, page_size_, need / 1e9, double(avail) / 1e9, "host",
+            int64_t(double(avail) / double(std::max<size_t>(bytes_per_page(), 1))));
+  grow(max_pages_);
 }
 
 int32_t KvCache::alloc() {

@@ -34,6 +34,10 @@ class KvCache {
   }
   const ops::Memory& memory() const { return *mem_; }
 
+  // Backs the whole budget with memory now, in one allocation per pool, after checking that host
+  // memory has that much available (a budget beyond memory is refused at once, not discovered
+  // page by page; on a device the one allocation fails at once). Needs max_pages > 0.
+  void preallocate();
   int32_t alloc();  // throws dsa::Error when the budget is exhausted
   void retain(int32_t page);
   void release(int32_t page);

@@ -73,6 +73,20 @@ void add_layer(std::vector<TensorSpec>& t, const ModelConfig& c, int64_t i, bool
 
 }  // namespace
 
+int64_t layer_tensor_count(const ModelConfig& c, int64_t layer, bool mtp) {
+  int64_t n = 14 + 7;  // attention + indexer specs, 7 of them FP8 (one scale each)
+  if (!c.is_moe_layer(layer) && !mtp) return n + 3 * 2;
+  n += 2 + c.n_routed_experts * 3 * 2;
+  if (c.n_shared_experts > 0) n += 3 * 2;
+  return n + (mtp ? 6 : 0);
+}
+
+int64_t main_tensor_count(const ModelConfig& c) {
+  int64_t n = 3;
+  for (int64_t i = 0; i < c.num_hidden_layers; ++i) n += layer_tensor_count(c, i, false);
+  return n;
+}
+
 std::vector<TensorSpec> tensor_table(const ModelConfig& c, bool include_mtp) {
   std::vector<TensorSpec> t;
   t.push_back({"model.embed_tokens.weight", TensorKind::Bf16Matrix, {c.vocab_size, c.hidden_size}});

@@ -25,4 +25,10 @@ struct TensorSpec {
 // All tensors of the main model, then (if include_mtp) those of the MTP layer(s).
 std::vector<TensorSpec> tensor_table(const ModelConfig& c, bool include_mtp);
 
+// How many checkpoint tensors (FP8 scale tensors included) the table of one main layer, one MTP
+// layer and the whole main model holds, computed without building it: an absurd config (2^40
+// experts) is refused by comparing with the checkpoint before any table is built.
+int64_t layer_tensor_count(const ModelConfig& c, int64_t layer, bool mtp);
+int64_t main_tensor_count(const ModelConfig& c);
+
 }  // namespace dsa

@@ -3,10 +3,12 @@
 
 #include <cmath>
 #include <fmt/format.h>
+#include <cstring>
 #include <set>
 #include <unordered_map>
 
 #include "base/numeric.h"
+#include "base/thread_pool.h"
 #include "model/tensor_table.h"
 #include "ops/ops.h"
 
@@ -28,7 +30,16 @@ Tensor to_f32_vector(const Tensor& t) {
 class Loader {
  public:
   Loader(const Checkpoint& ckpt, const ModelConfig& cfg) : ckpt_(ckpt) {
-    for (auto& s : tensor_table(cfg, true)) specs_[s.name] = s;
+    // The table cannot be larger than the checkpoint: compare counts before building it, so a
+    // config with absurd layer or expert counts fails at once instead of after seconds and GBs.
+    const int64_t have = int64_t(ckpt.tensors().size()), need = main_tensor_count(cfg);
+    DSA_CHECK(need <= have,
+              "config.json describes {} tensors ({} layers, {} routed experts) but the checkpoint holds only {}",
+              need, cfg.num_hidden_layers, cfg.n_routed_experts, have);
+    // MTP layers are optional; their names are known only when a whole one could be present.
+    const bool mtp = cfg.num_nextn_predict_layers == 0 ||
+                     layer_tensor_count(cfg, cfg.num_hidden_layers, true) <= have - need;
+    for (auto& s : tensor_table(cfg, mtp)) specs_[s.name] = s;
   }
 
   Tensor get(const std::string& name) {
@@ -96,6 +107,7 @@ class Loader {
               kind == TensorKind::NormVector || kind == TensorKind::F32Vector ? "F32 or BF16" : dtype_name(want));
     used.insert(name);
     Tensor t = ckpt_.get(name);
+    if (kind == TensorKind::Fp8Matrix || kind == TensorKind::Bf16Matrix) check_finite_weights(name, *e);
     if (kind == TensorKind::NormVector || kind == TensorKind::F32Vector) {
       t = to_f32_vector(t);
       const float* v = t.ptr<float>();
@@ -118,6 +130,46 @@ class Loader {
   const Checkpoint& ckpt_;
   std::unordered_map<std::string, TensorSpec> specs_;
 };
+
+}  // namespace
+
+// NaN in an FP8 e4m3fn matrix (0x7f / 0xff; the format has no infinity) or NaN/inf in a BF16 one
+// would poison every output (greedy decoding then emits token 0 forever): refused at load, with
+// the first bad element. One pass over the bytes, split over the pool.
+void check_finite_weights(const std::string& name, const TensorEntry& e) {
+  const bool is_fp8 = e.dtype == DType::F8_E4M3;
+  DSA_CHECK(is_fp8 || e.dtype == DType::BF16, "internal: finiteness scan of {} {}", name, dtype_name(e.dtype));
+  const int64_t n = int64_t(is_fp8 ? e.nbytes : e.nbytes / 2), chunk = int64_t(1) << 22;
+  const int64_t chunks = (n + chunk - 1) / chunk;
+  std::vector<int64_t> first(size_t(chunks), -1);
+  parallel_for(chunks, [&](int64_t c0, int64_t c1) {
+    for (int64_t c = c0; c < c1; ++c) {
+      const int64_t i0 = c * chunk, i1 = std::min(n, i0 + chunk);
+      if (is_fp8) {
+        const uint8_t* p = e.data;
+        for (int64_t i = i0; i < i1; ++i)
+          if ((p[i] & 0x7f) == 0x7f) {
+            first[size_t(c)] = i;
+            break;
+          }
+      } else {
+        for (int64_t i = i0; i < i1; ++i) {
+          uint16_t v;
+          std::memcpy(&v, e.data + 2 * i, 2);
+          if ((v & 0x7f80) == 0x7f80) {
+            first[size_t(c)] = i;
+            break;
+          }
+        }
+      }
+    }
+  });
+  for (int64_t f : first)
+    DSA_CHECK(f < 0, "tensor {} ({}, {}): element {} is not finite (NaN{}); the checkpoint is corrupt", name,
+              dtype_name(e.dtype), e.file, f, is_fp8 ? "" : " or infinity");
+}
+
+namespace {
 
 Tensor dequant_bf16(const Fp8Matrix& m) {
   Tensor r = Tensor::empty(DType::BF16, {m.out, m.in});

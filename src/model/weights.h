@@ -79,9 +79,13 @@ Tensor load_dequantised(const Checkpoint& ckpt, const ModelConfig& cfg, const st
 // Calls fn on every tensor held by the weights (to move them to a device backend).
 void for_each_tensor(ModelWeights& w, const std::function<void(Tensor&)>& fn);
 
+// Throws dsa::Error naming the tensor and the first element that is NaN (FP8 e4m3fn, BF16) or
+// infinite (BF16).
+void check_finite_weights(const std::string& name, const TensorEntry& e);
+
 // Loads and checks every tensor of the table. A missing, unexpected, mis-typed or mis-shaped
-// tensor, or a non-finite / non-positive scale, throws dsa::Error naming the tensor.
-// `log` receives one-line notes (e.g. the skipped MTP tensors).
+// tensor, a non-finite weight, or a non-finite / non-positive scale, throws dsa::Error naming
+// the tensor. `log` receives one-line notes (e.g. the skipped MTP tensors).
 ModelWeights load_weights(const Checkpoint& ckpt, const ModelConfig& cfg,
                           const std::function<void(const std::string&)>& log);
 

@@ -6,6 +6,8 @@
 
 #include <algorithm>
 
+#include "runtime/session.h"
+
 namespace dsa {
 
 const char* finish_reason_name(FinishReason r) {
@@ -33,11 +35,9 @@ Engine::Engine(Model& model, const EngineOptions& opt) : m_(model), opt_(opt) {
   kv_ = m_.make_kv_cache(opt_.page_size, opt_.kv_pages);
   vocab_ = m_.config().vocab_size;
   max_ctx_ = m_.config().max_position_embeddings;
-  if (opt_.prewarm_kv) {  // back the whole budget with memory now: steady RSS under load
-    std::vector<int32_t> pages;
-    for (int64_t i = 0; i < opt_.kv_pages; ++i) pages.push_back(kv_->alloc());
-    for (int32_t p : pages) kv_->release(p);
-  }
+  // Back the whole budget with memory now (steady RSS under load); a budget beyond the backend's
+  // memory is refused here, before serving, with the number of pages that would fit.
+  if (opt_.prewarm_kv) kv_->preallocate();
   metrics_.kv_pages_total = opt_.kv_pages;
   thread_ = std::thread([this] { loop(); });
 }
@@ -180,8 +180,8 @@ void Engine::remember_prefix(const Seq& s) {
       prefix_cache_.splice(prefix_cache_.begin(), prefix_cache_, it);  // already covered: refresh
       return;
     }
-    if (std::equal(t.begin(), t.end(), toks.begin()))
-      it = prefix_cache_.erase(it);  // a shorter prefix of ours: superseded
+    if (t.size() < toks.size() && std::equal(t.begin(), t.end(), toks.begin()))
+      it = prefix_cache_.erase(it);  // a shorter prefix of ours: superseded (t is the shorter one)
     else
       ++it;
   }
@@ -230,8 +230,7 @@ bool Engine::admit(std::unique_ptr<Seq>& s) {
 
 void Engine::prefill_step(Seq& s) {
   const int64_t P = int64_t(s.req.prompt.size()), rem = P - s.prefilled;
-  int64_t n = std::min(rem, opt_.prefill_chunk);
-  if (rem - n == 1) n = n > 2 ? n - 1 : rem;  // never leave a 1-token chunk (that is the decode path)
+  const int64_t n = prefill_piece(rem, opt_.prefill_chunk);  // never a 1-token piece (the decode path)
   std::vector<int32_t> piece(s.req.prompt.begin() + s.prefilled, s.req.prompt.begin() + s.prefilled + n);
   std::vector<float> logits;
   try {

@@ -22,11 +22,12 @@ std::vector<int32_t> Session::generate(const std::vector<int32_t>& prompt, const
   fo.dump = opt.dump;
   fo.absorbed_prefill = opt.absorbed_prefill;
   auto t0 = clock::now();
-  const size_t chunk = opt.prefill_chunk > 0 ? size_t(opt.prefill_chunk) : prompt.size();
   std::vector<float> logits;
-  for (size_t i = 0; i < prompt.size(); i += chunk) {
-    std::vector<int32_t> piece(prompt.begin() + i, prompt.begin() + std::min(prompt.size(), i + chunk));
+  for (int64_t i = 0, P = int64_t(prompt.size()); i < P;) {
+    const int64_t n = prefill_piece(P - i, opt.prefill_chunk);
+    std::vector<int32_t> piece(prompt.begin() + i, prompt.begin() + i + n);
     logits = m_.forward(st_, piece, fo);
+    i += n;
   }
   auto t1 = clock::now();
   std::vector<int32_t> out;
@@ -48,6 +49,13 @@ std::vector<int32_t> Session::generate(const std::vector<int32_t>& prompt, const
     stats->decode_s = std::chrono::duration<double>(t2 - t1).count();
   }
   return out;
+}
+
+int64_t prefill_piece(int64_t remaining, int64_t chunk) {
+  if (chunk <= 0 || chunk >= remaining) return remaining;
+  const int64_t n = std::max<int64_t>(chunk, 2);
+  if (remaining - n == 1) return n > 2 ? n - 1 : remaining;  // never leave a 1-token last piece
+  return std::min(n, remaining);
 }
 
 size_t peak_rss_bytes() {

@@ -10,9 +10,18 @@
 
 namespace dsa {
 
+// Prompt tokens per prefill call unless told otherwise (the server's default too): one piece
+// would need memory quadratic in the prompt length.
+inline constexpr int64_t kDefaultPrefillChunk = 256;
+
+// Size of the next prefill piece of a prompt with `remaining` tokens left: at most `chunk`
+// (0 = everything), never 1 token unless the whole prompt is 1 token (a single token takes the
+// decode path, S = 1, whose rounding differs), so any chunking gives the result of one piece.
+int64_t prefill_piece(int64_t remaining, int64_t chunk);
+
 struct GenerateOptions {
   int64_t max_new_tokens = 32;
-  int64_t prefill_chunk = 0;       // 0 = whole prompt in one piece
+  int64_t prefill_chunk = kDefaultPrefillChunk;  // 0 = whole prompt in one piece
   bool absorbed_prefill = false;   // ForwardOptions::absorbed_prefill
   SamplingParams sampling;
   std::vector<int32_t> stop_ids;   // generation ends after emitting one of these

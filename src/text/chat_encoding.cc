@@ -3,6 +3,7 @@
 #include "text/chat_encoding.h"
 
 #include "base/error.h"
+#include "io/json.h"
 
 namespace dsa::text {
 

@@ -7,6 +7,8 @@
 #include <sstream>
 
 #include "base/error.h"
+#include "base/files.h"
+#include "io/json.h"
 #include "text/chat_encoding.h"
 
 
@@ -97,12 +99,9 @@ std::vector<int32_t> encode_messages_json(const Tokenizer& tok, const std::strin
 
 std::vector<int32_t> encode_messages_file(const Tokenizer& tok, const std::string& json_path, bool thinking,
                                           bool special_in_content) {
-  std::ifstream f(json_path, std::ios::binary);
-  DSA_CHECK(f.good(), "cannot open messages file '{}'", json_path);
-  std::stringstream ss;
-  ss << f.rdbuf();
+  const std::string text = read_text_file(json_path, 256u << 20, "messages file");  // no FIFO, bounded
   try {
-    return encode_messages_json(tok, ss.str(), thinking, special_in_content);
+    return encode_messages_json(tok, text, thinking, special_in_content);
   } catch (const dsa::Error& e) {
     throw dsa::Error(json_path + ": " + e.what());
   }

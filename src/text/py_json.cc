@@ -1,6 +1,8 @@
 // Python-compatible JSON serialisation (json.dumps with ensure_ascii=False, default separators).
 #include "text/py_json.h"
 
+#include "io/json.h"
+
 #include <algorithm>
 #include <charconv>
 #include <cmath>
@@ -119,84 +121,14 @@ void dump(const OrderedJson& v, std::string& out) {
   }
 }
 
-// SAX handler building an OrderedJson; integer literals nlohmann cannot hold become big integers.
-class ExactSax final : public nlohmann::json_sax<OrderedJson> {
- public:
-  explicit ExactSax(size_t max_depth) : max_depth_(max_depth) {}
-  OrderedJson root;
-  std::string error;
-
-  bool null() override { return put(OrderedJson(nullptr)); }
-  bool boolean(bool v) override { return put(OrderedJson(v)); }
-  bool number_integer(number_integer_t v) override { return put(OrderedJson(v)); }
-  bool number_unsigned(number_unsigned_t v) override { return put(OrderedJson(v)); }
-  bool number_float(number_float_t v, const string_t& s) override {
-    if (s.find_first_of(".eE") == std::string::npos) {  // an integer beyond 64 bits
-      std::string digits = s;
-      if (digits[0] == '-' && digits.find_first_not_of('0', 1) == std::string::npos) digits = "0";
-      return put(OrderedJson::binary(std::vector<uint8_t>(digits.begin(), digits.end()), kBigIntSubtype));
-    }
-    return put(OrderedJson(v));
-  }
-  bool string(string_t& v) override { return put(OrderedJson(std::move(v))); }
-  bool binary(binary_t& v) override { return put(OrderedJson::binary(v)); }
-  bool start_object(std::size_t) override { return open(OrderedJson::object()); }
-  bool key(string_t& k) override {
-    key_ = std::move(k);
-    return true;
-  }
-  bool end_object() override { return close(); }
-  bool start_array(std::size_t) override { return open(OrderedJson::array()); }
-  bool end_array() override { return close(); }
-  bool parse_error(std::size_t, const std::string&, const nlohmann::detail::exception& e) override {
-    error = e.what();
-    return false;
-  }
-
- private:
-  OrderedJson* put(OrderedJson v) {
-    if (stack_.empty()) {
-      root = std::move(v);
-      return &root;
-    }
-    OrderedJson& top = *stack_.back();
-    if (top.is_array()) {
-      top.push_back(std::move(v));
-      return &top.back();
-    }
-    OrderedJson& slot = top[key_];  // a repeated key keeps its place and takes the new value
-    slot = std::move(v);
-    return &slot;
-  }
-  bool open(OrderedJson v) {
-    if (stack_.size() >= max_depth_) {
-      error = fmt::format("JSON nested deeper than {} levels", max_depth_);
-      return false;
-    }
-    stack_.push_back(put(std::move(v)));
-    return true;
-  }
-  bool close() {
-    stack_.pop_back();
-    return true;
-  }
-  size_t max_depth_;
-  std::vector<OrderedJson*> stack_;
-  std::string key_;
-};
-
 }  // namespace
 
 OrderedJson parse_json_exact(std::string_view text, size_t max_depth) {
-  ExactSax sax(max_depth);
-  bool ok = false;
   try {
-    ok = OrderedJson::sax_parse(text.begin(), text.end(), &sax);
-  } catch (const nlohmann::json::exception& e) {
-    sax.error = e.what();
+    return parse_json_ordered(text, {int(max_depth), /*exact_integers=*/true});
+  } catch (const Error& e) {
+    DSA_FAIL("invalid JSON: {}", e.what());
   }
-  DSA_CHECK(ok, "invalid JSON: {}", sax.error.empty() ? "parse error" : sax.error);
-  return std::move(sax.root);
 }
 
 std::string big_int_digits(const OrderedJson& v) {

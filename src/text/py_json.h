@@ -6,6 +6,8 @@
 
 #include <nlohmann/json.hpp>
 
+#include "io/json.h"
+
 namespace dsa::text {
 
 using OrderedJson = nlohmann::ordered_json;
@@ -14,9 +16,10 @@ std::string py_json_dumps(const OrderedJson& v);
 
 // Parses JSON text as Python's json.loads does for what the templates print: integers of any size
 // stay exact (beyond 64 bits they are held as a binary value of subtype kBigIntSubtype carrying the
-// decimal digits, which py_json_dumps prints back), duplicate keys keep the first position and the
-// last value. Nesting deeper than max_depth is an error. Throws dsa::Error on bad JSON.
-inline constexpr uint64_t kBigIntSubtype = 0x4249;  // "BI"
+// decimal digits, which py_json_dumps prints back). It is io/json.h's parser (linear time, depth
+// limited): a duplicate key is an error (Python keeps the last value; dsa refuses the ambiguity).
+// Nesting deeper than max_depth is an error. Throws dsa::Error on bad JSON.
+inline constexpr uint64_t kBigIntSubtype = kJsonBigIntSubtype;
 OrderedJson parse_json_exact(std::string_view text, size_t max_depth = 256);
 // The digits of a big integer held by parse_json_exact, or "" if v is not one.
 std::string big_int_digits(const OrderedJson& v);

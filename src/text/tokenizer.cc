@@ -12,6 +12,8 @@
 #include <nlohmann/json.hpp>
 
 #include "base/error.h"
+#include "base/files.h"
+#include "io/json.h"
 #include "text/pretokenize.h"
 #include "text/split_v3.h"
 #include "text/utf8.h"
@@ -64,13 +66,7 @@ bool byte_level_decode(std::string_view s, std::string* out) {
   return true;
 }
 
-std::string read_file(const std::string& path) {
-  std::ifstream f(path, std::ios::binary);
-  DSA_CHECK(f.good(), "cannot open tokenizer file '{}'", path);
-  std::stringstream ss;
-  ss << f.rdbuf();
-  return ss.str();
-}
+std::string read_file(const std::string& path) { return read_text_file(path, 1u << 30, "tokenizer file"); }
 
 uint64_t pair_key(int32_t a, int32_t b) {
   return (static_cast<uint64_t>(static_cast<uint32_t>(a)) << 32) | static_cast<uint32_t>(b);
@@ -205,8 +201,8 @@ Tokenizer Tokenizer::from_json(std::string_view json_text, const TokenizerOption
   using nlohmann::json;
   json j;
   try {
-    j = json::parse(json_text);
-  } catch (const json::exception& e) {
+    j = parse_json(json_text);
+  } catch (const dsa::Error& e) {
     DSA_FAIL("tokenizer.json is not valid JSON: {}", e.what());
   }
   auto impl = std::make_unique<Impl>();

@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-# Integration tests of `dsa serve` (OpenAI client, raw HTTP, load, SIGTERM drain) and `dsa chat`,
+# Integration tests of `dsa serve` (OpenAI client, raw HTTP, load, hostile clients, SIGTERM drain) and `dsa chat`,
 # against a demo-preset model on a free loopback port. Run by ctest; exits non-zero on failure.
 import argparse
 import concurrent.futures as cf
@@ -34,7 +34,7 @@ def dsa(*a, **kw):
 def start_server(extra=()):
     cmd = [ARGS.dsa, "serve", "-m", ARGS.model, "--host", "127.0.0.1", "--port", "0", "--kv-pages", "512",
            "--page-size", "64", "--max-batch", "32", "--max-prompt-tokens", "2048", "--max-tokens-limit", "256",
-           "--max-body-bytes", "1000000", *extra]
+           "--max-body-bytes", "1000000", "--header-timeout", "3", "--body-timeout", "3", *extra]
     p = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     line = p.stdout.readline()
     if not line.startswith("listening on "):
@@ -366,6 +366,238 @@ def test_chat_command_non_tty():
     assert out.count("tokens, ") == 3, out
 
 
+# ---------------------------------------------------------------------- hostile clients (issue 19)
+
+def body_of(sock, limit=1 << 20):
+    data = b""
+    while len(data) < limit:
+        try:
+            b = sock.recv(65536)
+        except OSError:
+            break
+        if not b:
+            break
+        data += b
+    return data
+
+
+def test_deep_wide_and_duplicate_json_bodies():
+    chat = "/v1/chat/completions"
+    ok = '{"messages": [{"role": "user", "content": "hi"}], "max_tokens": 2'
+    cases = [("deep array", "[" * 200000 + "]" * 200000),
+             ("deep in unknown field", ok + ', "x": ' + '{"a":' * 150000 + "1" + "}" * 150000 + "}"),
+             ("deep in messages", '{"messages": ' + "[" * 100000 + "]" * 100000 + "}"),
+             ("duplicate key", ok + ', "max_tokens": 3}')]
+    for name, body in cases:
+        t0 = time.time()
+        st, data = raw("POST", chat, body.encode())
+        assert st == 400, (name, st, data[:200])
+        assert time.time() - t0 < 5, (name, time.time() - t0)
+        assert json.loads(data)["error"]["message"], name
+    # A wide object just under the body limit: linear-time parse (was tens of seconds).
+    wide = ok + ', "x": {' + ",".join(f'"k{i}": {i}' for i in range(55000)) + "}}"
+    assert len(wide) < 1_000_000
+    t0 = time.time()
+    st, data = raw("POST", chat, wide.encode())
+    assert st == 400 and b"unknown" in data, (st, data[:200])
+    FIGURES["wide_body_parse_s"] = round(time.time() - t0, 3)
+    assert time.time() - t0 < 3, time.time() - t0
+    assert raw("GET", "/health")[0] == 200
+
+
+def test_chunked_body_is_bounded():
+    pid = SERVER["proc"].pid
+    before = rss_kb(pid)
+    s = socket.create_connection(("127.0.0.1", SERVER["port"]), timeout=10)
+    s.sendall(b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+              b"Transfer-Encoding: chunked\r\n\r\n")
+    piece = b"a" * 65536
+    sent = 0
+    try:
+        while sent < 200 * len(piece):  # 13 MB, far beyond the 1 MB limit
+            s.sendall(b"%x\r\n%s\r\n" % (len(piece), piece))
+            sent += len(piece)
+    except OSError:
+        pass  # the server answered 413 and closed while we were still sending
+    reply = body_of(s)
+    s.close()
+    assert reply.startswith(b"HTTP/1.1 413"), (sent, reply[:200])
+    assert sent < 200 * len(piece) or reply, sent
+    growth_mb = (rss_kb(pid) - before) / 1024
+    FIGURES["chunked_attack_rss_growth_mb"] = round(growth_mb, 1)
+    assert growth_mb < 64, growth_mb
+    assert raw("GET", "/health")[0] == 200
+
+
+def timed_request(i):
+    t0 = time.time()
+    r = client().chat.completions.create(model="demo", messages=[{"role": "user", "content": f"quick {i}"}],
+                                         max_tokens=4, seed=i, temperature=0.5)
+    assert r.usage.completion_tokens >= 1
+    return time.time() - t0
+
+
+def test_slow_clients_do_not_starve_others():
+    port = SERVER["port"]
+    base = statistics.median(timed_request(i) for i in range(5))
+    stop = threading.Event()
+    closed_by_server = []
+
+    def slow_head():  # a byte a second of a request head, reconnecting when the server gives up
+        while not stop.is_set():
+            try:
+                s = socket.create_connection(("127.0.0.1", port), timeout=10)
+                s.settimeout(1.0)
+                head = b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nX-Slow: " + b"a" * 100
+                for ch in head:
+                    if stop.is_set():
+                        break
+                    s.sendall(bytes([ch]))
+                    try:
+                        if s.recv(100) is not None:
+                            closed_by_server.append(1)
+                            break
+                    except socket.timeout:
+                        pass
+                s.close()
+            except OSError:
+                closed_by_server.append(1)
+
+    def lying_length():  # a full head announcing 10000 bytes, then a trickle
+        while not stop.is_set():
+            try:
+                s = socket.create_connection(("127.0.0.1", port), timeout=10)
+                s.settimeout(1.0)
+                s.sendall(b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nContent-Length: 10000\r\n\r\n{")
+                while not stop.is_set():
+                    s.sendall(b" ")
+                    try:
+                        if s.recv(100) is not None:
+                            closed_by_server.append(1)
+                            break
+                    except socket.timeout:
+                        pass
+                s.close()
+            except OSError:
+                closed_by_server.append(1)
+
+    idle = [socket.create_connection(("127.0.0.1", port), timeout=10) for _ in range(200)]  # silent sockets
+    threads = [threading.Thread(target=slow_head if i % 2 else lying_length, daemon=True) for i in range(50)]
+    for t in threads:
+        t.start()
+    time.sleep(1.5)
+    try:
+        under = statistics.median(timed_request(100 + i) for i in range(5))
+        time.sleep(3.5)  # past --header-timeout / --body-timeout: the server has closed some
+    finally:
+        stop.set()
+        for t in threads:
+            t.join(15)
+        for s in idle:
+            s.close()
+    FIGURES.update(slow_attack_latency_base_s=round(base, 3), slow_attack_latency_s=round(under, 3))
+    assert under <= 2 * base + 0.2, (base, under)
+    assert closed_by_server, "no slow connection was ended by the server's deadlines"
+    assert raw("GET", "/health")[0] == 200
+
+
+def test_range_header_is_ignored():
+    st, plain = raw("GET", "/v1/models", headers={})
+    ranges = ",".join(f"{i}-{i}" for i in range(1000))
+    st2, data = raw("GET", "/v1/models", headers={"Range": "bytes=" + ranges})
+    assert st == 200 and st2 == 200 and data == plain, (st2, len(data), len(plain))
+
+
+def test_second_server_on_the_same_port_is_refused():
+    cmd = [ARGS.dsa, "serve", "-m", ARGS.model, "--host", "127.0.0.1", "--port", str(SERVER["port"]),
+           "--kv-pages", "16", "--page-size", "64"]
+    r = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
+    assert r.returncode != 0, r.stdout
+    assert "in use" in r.stderr, r.stderr[-500:]
+
+
+def test_non_streaming_disconnect_cancels():
+    before = metrics()
+    key = 'dsa_requests_finished_total{reason="cancelled"}'
+    socks = []
+    for i in range(4):  # plain (non-streaming) requests whose clients give up
+        s = socket.create_connection(("127.0.0.1", SERVER["port"]), timeout=10)
+        body = json.dumps({"messages": [{"role": "user", "content": f"long {i}"}], "max_tokens": 256,
+                           "temperature": 0.5, "seed": i, "ignore_eos": True}).encode()
+        s.sendall(b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                  b"Content-Length: %d\r\n\r\n%s" % (len(body), body))
+        socks.append(s)
+    time.sleep(0.5)
+    for s in socks:
+        s.close()
+    t0 = time.time()
+    quick = timed_request(7)  # not stuck behind the abandoned ones
+    for _ in range(100):
+        m = metrics()
+        if m[key] >= before[key] + 4 and m["dsa_running_sequences"] == 0:
+            break
+        time.sleep(0.1)
+    assert m[key] == before[key] + 4, (m[key], before[key])
+    assert m["dsa_generation_tokens_total"] - before["dsa_generation_tokens_total"] < 4 * 200
+    FIGURES["after_abandoned_latency_s"] = round(quick, 3)
+    assert time.time() - t0 < 30
+
+
+def read_sse(resp):
+    events = []
+    for line in resp:
+        line = line.decode().strip()
+        if line.startswith("data: "):
+            events.append(line[6:])
+            if line == "data: [DONE]":
+                break
+    return events
+
+
+def test_sigterm_ends_streams_after_the_drain_timeout():
+    p, url, port = start_server(["--drain-timeout", "0.5"])
+    try:
+        c = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
+        body = json.dumps({"messages": [{"role": "user", "content": "forever"}], "max_tokens": 256, "stream": True,
+                           "temperature": 0.5, "seed": 2, "ignore_eos": True})
+        c.request("POST", "/v1/chat/completions", body=body, headers={"Content-Type": "application/json"})
+        r = c.getresponse()
+        assert r.status == 200
+        r.readline()  # the first event (chunked decoding: not r.fp)
+        p.send_signal(signal.SIGTERM)
+        events = read_sse(r)
+        assert events and events[-1] == "[DONE]", events[-3:]
+        last = json.loads(events[-2])
+        finished = "error" in last or (last.get("choices") and last["choices"][0].get("finish_reason"))
+        assert finished, events[-2]
+        assert p.wait(60) == 0
+    finally:
+        if p.poll() is None:
+            p.kill()
+            p.wait()
+
+
+def test_cli_chunks_long_prompts_and_refuses_huge_kv_budgets():
+    ids = ",".join(str((i * 7919) % 120000 + 10) for i in range(2049))  # 8 pieces of 256 + 1 token
+
+    def run(*extra):
+        r = subprocess.run([ARGS.dsa, "run", "-m", ARGS.model, "--prompt-ids", ids, "-n", "4", "--temperature", "0",
+                            *extra], capture_output=True, text=True, timeout=600)
+        assert r.returncode == 0, r.stderr[-500:]
+        peak = float(r.stderr.split("peak memory: ")[1].split(" MB")[0])
+        return r.stdout.strip(), peak
+    chunked, peak_chunked = run()  # default: 256-token pieces, the last one never a single token
+    whole, peak_whole = run("--prefill-chunk", "0")
+    FIGURES.update(cli_peak_mb_chunked=peak_chunked, cli_peak_mb_one_piece=peak_whole)
+    assert chunked == whole, (chunked, whole)
+    assert peak_chunked < peak_whole, (peak_chunked, peak_whole)
+    t0 = time.time()
+    r = subprocess.run([ARGS.dsa, "serve", "-m", ARGS.model, "--port", "0", "--kv-pages", str(1 << 24)],
+                       capture_output=True, text=True, timeout=120)
+    assert r.returncode != 0 and "lower --kv-pages" in r.stderr, r.stderr[-500:]
+    assert time.time() - t0 < 60
+
+
 def test_sigterm_drains_and_exits_zero():
     p = SERVER["proc"]
     box = {}
@@ -376,14 +608,32 @@ def test_sigterm_drains_and_exits_zero():
                                                    extra_body={"ignore_eos": True})
         except Exception as e:  # noqa: BLE001
             box["e"] = e
+    def streamed():
+        try:
+            parts, finish = [], None
+            for chunk in client().chat.completions.create(
+                    model="demo", messages=[{"role": "user", "content": "drain my stream"}], max_tokens=40,
+                    temperature=0, stream=True, extra_body={"ignore_eos": True}):
+                for c in chunk.choices:
+                    finish = c.finish_reason or finish
+            box["stream_finish"] = finish
+        except Exception as e:  # noqa: BLE001
+            box["stream_e"] = e
     t = threading.Thread(target=slow)
+    t2 = threading.Thread(target=streamed)
     t.start()
-    time.sleep(0.3)
+    t2.start()
+    for _ in range(200):  # both requests in flight (a loaded machine may take a while to send them)
+        if metrics()["dsa_running_sequences"] + metrics()["dsa_queue_length"] >= 2:
+            break
+        time.sleep(0.05)
     p.send_signal(signal.SIGTERM)
     t.join(60)
+    t2.join(60)
     rc = p.wait(60)
     assert "r" in box, box.get("e")
     assert box["r"].usage.completion_tokens == 40 and box["r"].choices[0].finish_reason == "length"
+    assert box.get("stream_finish") == "length", (box.get("stream_finish"), box.get("stream_e"))
     assert rc == 0, rc
     try:
         socket.create_connection(("127.0.0.1", SERVER["port"]), timeout=2).close()
@@ -395,6 +645,10 @@ def test_sigterm_drains_and_exits_zero():
 TESTS = [test_health_and_models, test_chat_plain_and_usage, test_chat_stream_matches_non_stream,
          test_tool_call_round_trip_encoding, test_response_format_parts_and_special_strings, test_thinking_mode, test_completions_and_stop, test_malformed_requests,
          test_client_disconnect_cancels, test_load_concurrent_streams, test_chat_command_non_tty,
+         test_deep_wide_and_duplicate_json_bodies, test_chunked_body_is_bounded, test_slow_clients_do_not_starve_others,
+         test_range_header_is_ignored, test_second_server_on_the_same_port_is_refused,
+         test_non_streaming_disconnect_cancels, test_sigterm_ends_streams_after_the_drain_timeout,
+         test_cli_chunks_long_prompts_and_refuses_huge_kv_budgets,
          test_sigterm_drains_and_exits_zero]
 
 

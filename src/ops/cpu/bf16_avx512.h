@@ -14,7 +14,7 @@ bool bf16_dot_available();
 // Same results as the fp32 kernels up to summation order (products are exact in both):
 // see the tolerance derivations in tests/ops_cpu_test.cc.
 void indexer_logits_bf16(const IndexerLogits& p);
-// fp8_gemm for M < 16: a is the activation, already checked; Kp = ceil(K/128)*128.
+// fp8_gemm for every M (one fixed arithmetic per output: rows are independent); p is checked.
 void fp8_gemv_bf16(const Fp8Gemm& p);
 void sparse_mla_decode_bf16(const SparseMlaDecode& p);
 void sparse_mha_prefill_bf16(const SparseMhaPrefill& p);

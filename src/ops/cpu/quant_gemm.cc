@@ -1,5 +1,6 @@
-// CPU act_quant (bit-exact), FP8 block-scaled GEMM/GEMV with on-the-fly dequantisation and the
-// fp32 linear (spec §3.1, §3.2). Highway SIMD, runtime dispatch, parallel over output columns.
+// CPU act_quant (bit-exact), FP8 block-scaled GEMM with on-the-fly dequantisation (row-independent:
+// one arithmetic per output for every M) and the fp32 linear (spec §3.1, §3.2). Highway SIMD,
+// runtime dispatch, parallel over output columns.
 #include <algorithm>
 #include <cmath>
 #include <cstring>
@@ -84,11 +85,40 @@ void ActQuantImpl(const ActQuant& p) {
   parallel_for(p.M, [&](int64_t m0, int64_t m1) { ActQuantRows(p, m0, m1); });
 }
 
-// ---- fp8_gemm, decode shape (M < 16): lanes over k inside a 128-block, 4 weight rows per pass
-// streamed once; each block dot is reduced, scaled and accumulated in increasing kb.
+// ---- fp8_gemm: one arithmetic per output for every M, so a row's result never depends on the
+// other rows of the call (batched decode, chunked prefill and grouped experts are bit-identical to
+// one row alone). Per 4 output columns and 128-wide K block, the weight rows are dequantised once
+// into fp32 and reused by every activation row; each block dot runs with lanes over k (FMAs of
+// exact fp8 products), is reduced, scaled and accumulated in increasing kb. The row tiling (4, 2
+// or 1 rows per pass) only decides which outputs a pass computes, never how.
 template <int MT>
-HWY_INLINE void DotBlock4(const float* HWY_RESTRICT a, int64_t lda, const uint8_t* const* w,
+HWY_INLINE void DotBlock4(const float* HWY_RESTRICT a, int64_t lda, const float* HWY_RESTRICT w,
                           float (*dots)[4]) {
+  const DF df;
+  const size_t L = hn::Lanes(df);
+  hn::Vec<DF> acc[MT][4];
+  for (int i = 0; i < MT; ++i)
+    for (int r = 0; r < 4; ++r) acc[i][r] = hn::Zero(df);
+  for (size_t k = 0; k < size_t(kBlock); k += L) {
+    const auto w0 = hn::Load(df, w + k), w1 = hn::Load(df, w + kBlock + k);
+    const auto w2 = hn::Load(df, w + 2 * kBlock + k), w3 = hn::Load(df, w + 3 * kBlock + k);
+    for (int i = 0; i < MT; ++i) {
+      const auto av = hn::LoadU(df, a + i * lda + k);
+      acc[i][0] = hn::MulAdd(av, w0, acc[i][0]);
+      acc[i][1] = hn::MulAdd(av, w1, acc[i][1]);
+      acc[i][2] = hn::MulAdd(av, w2, acc[i][2]);
+      acc[i][3] = hn::MulAdd(av, w3, acc[i][3]);
+    }
+  }
+  for (int i = 0; i < MT; ++i)
+    for (int r = 0; r < 4; ++r) dots[i][r] = ReduceSumF(df, acc[i][r]);
+}
+
+// The same dot with the weights decoded on the fly (decode shapes: each weight is used by few
+// rows, so staging it in fp32 costs more than it saves). LoadFp8Div256 gives the very floats the
+// staged buffer holds, and the FMA sequence is the same: bit-identical to DotBlock4.
+template <int MT>
+HWY_INLINE void DotBlock4Fp8(const float* HWY_RESTRICT a, int64_t lda, const uint8_t* const* w, float (*dots)[4]) {
   const DF df;
   const size_t L = hn::Lanes(df);
   hn::Vec<DF> acc[MT][4];
@@ -109,22 +139,29 @@ HWY_INLINE void DotBlock4(const float* HWY_RESTRICT a, int64_t lda, const uint8_
     for (int r = 0; r < 4; ++r) dots[i][r] = ReduceSumF(df, acc[i][r]);
 }
 
-void GemvPath(const Fp8Gemm& p, const float* a, int64_t Kp) {
+void DotPath(const Fp8Gemm& p, const float* a, int64_t Kp) {
+  const DF df;
+  const size_t L = hn::Lanes(df);
   const int64_t nb = ceil_div(p.K, kBlock), groups = ceil_div(p.N, 4);
   parallel_for(groups, [&](int64_t g0, int64_t g1) {
+    auto wf = hwy::AllocateAligned<float>(4 * kBlock);  // [4][kBlock] dequantised weight rows
+    std::vector<float> acc(size_t(p.M) * 4);
     HWY_ALIGN uint8_t pad[4][kBlock];
     HWY_ALIGN static const uint8_t zeros[kBlock] = {};
-    float acc[16][4], dots[4][4];
+    const bool staged = p.M >= 8;  // only how weights are read, never the arithmetic
+    float dots[4][4];
     for (int64_t g = g0; g < g1; ++g) {
       const int64_t n0 = g * 4, nr = std::min<int64_t>(4, p.N - n0);
-      for (int64_t m = 0; m < p.M; ++m) std::fill(acc[m], acc[m] + 4, 0.0f);
+      std::fill(acc.begin(), acc.end(), 0.0f);
       for (int64_t kb = 0; kb < nb; ++kb) {
         const int64_t k0 = kb * kBlock, kl = std::min<int64_t>(kBlock, p.K - k0);
-        const uint8_t* w[4];
         float ws[4] = {0, 0, 0, 0};
+        const uint8_t* w8[4];
         for (int64_t r = 0; r < 4; ++r) {
+          float* wr = wf.get() + r * kBlock;
           if (r >= nr) {
-            w[r] = zeros;
+            w8[r] = zeros;
+            if (staged) std::fill(wr, wr + kBlock, 0.0f);
             continue;
           }
           const uint8_t* row = p.w + (n0 + r) * p.K + k0;
@@ -133,116 +170,44 @@ void GemvPath(const Fp8Gemm& p, const float* a, int64_t Kp) {
             std::memset(pad[r] + kl, 0, size_t(kBlock - kl));
             row = pad[r];
           }
-          w[r] = row;
+          w8[r] = row;
+          if (staged)
+            for (size_t k = 0; k < size_t(kBlock); k += L) hn::Store(LoadFp8Div256(df, row + k), df, wr + k);
           ws[r] = p.w_s[((n0 + r) / kBlock) * nb + kb];
         }
         for (int64_t m0 = 0; m0 < p.M;) {
           const int64_t rem = p.M - m0;
           const int mt = rem >= 4 ? 4 : (rem >= 2 ? 2 : 1);
           const float* am = a + m0 * Kp + k0;
-          if (mt == 4) DotBlock4<4>(am, Kp, w, dots);
-          else if (mt == 2) DotBlock4<2>(am, Kp, w, dots);
-          else DotBlock4<1>(am, Kp, w, dots);
+          if (!staged) {
+            if (mt == 4) DotBlock4Fp8<4>(am, Kp, w8, dots);
+            else if (mt == 2) DotBlock4Fp8<2>(am, Kp, w8, dots);
+            else DotBlock4Fp8<1>(am, Kp, w8, dots);
+          } else if (mt == 4) {
+            DotBlock4<4>(am, Kp, wf.get(), dots);
+          } else if (mt == 2) {
+            DotBlock4<2>(am, Kp, wf.get(), dots);
+          } else {
+            DotBlock4<1>(am, Kp, wf.get(), dots);
+          }
           for (int i = 0; i < mt; ++i) {
             const float as = p.a_s[(m0 + i) * nb + kb];
-            for (int64_t r = 0; r < nr; ++r)
-              acc[m0 + i][r] += (dots[i][r] * 0x1p8f) * (as * ws[r]);
+            float* ar = acc.data() + (m0 + i) * 4;
+            for (int64_t r = 0; r < nr; ++r) ar[r] += (dots[i][r] * 0x1p8f) * (as * ws[r]);
           }
           m0 += mt;
         }
       }
       for (int64_t m = 0; m < p.M; ++m)
-        for (int64_t r = 0; r < nr; ++r) p.y[m * p.ldy + n0 + r] = f32_to_bf16(acc[m][r]);
-    }
-  });
-}
-
-// ---- fp8_gemm, prefill shape (M >= 16): per 2-vector column tile and 128-block, the weight
-// tile is dequantised once into a k-major buffer and reused by every row; the inner dot runs in
-// increasing k with exact fp8 products, i.e. the reference order.
-template <int MT>
-HWY_INLINE void TileKernel(const float* HWY_RESTRICT a, int64_t lda, const float* HWY_RESTRICT wT,
-                           size_t NT, hn::Vec<DF> (*out)[2]) {
-  const DF df;
-  const size_t L = hn::Lanes(df);
-  hn::Vec<DF> acc[MT][2];
-  for (int i = 0; i < MT; ++i) acc[i][0] = acc[i][1] = hn::Zero(df);
-  for (size_t k = 0; k < size_t(kBlock); ++k) {
-    const auto w0 = hn::Load(df, wT + k * NT), w1 = hn::Load(df, wT + k * NT + L);
-    for (int i = 0; i < MT; ++i) {
-      const auto av = hn::Set(df, a[i * lda + int64_t(k)]);
-      acc[i][0] = hn::MulAdd(av, w0, acc[i][0]);
-      acc[i][1] = hn::MulAdd(av, w1, acc[i][1]);
-    }
-  }
-  for (int i = 0; i < MT; ++i) {
-    out[i][0] = acc[i][0];
-    out[i][1] = acc[i][1];
-  }
-}
-
-void GemmPath(const Fp8Gemm& p, const float* a, int64_t Kp) {
-  const DF df;
-  const size_t L = hn::Lanes(df), NT = 2 * L;
-  constexpr int64_t MC = 256;
-  const int64_t nb = ceil_div(p.K, kBlock), tiles = ceil_div(p.N, int64_t(NT));
-  parallel_for(tiles, [&](int64_t t0, int64_t t1) {
-    auto wT = hwy::AllocateAligned<float>(kBlock * NT);
-    auto acc = hwy::AllocateAligned<float>(MC * NT);
-    HWY_ALIGN float tmp[kBlock];
-    HWY_ALIGN uint8_t pad[kBlock];
-    hn::Vec<DF> dv[4][2];
-    const auto k2p8 = hn::Set(df, 0x1p8f);
-    for (int64_t t = t0; t < t1; ++t) {
-      const int64_t n0 = t * int64_t(NT), nr = std::min<int64_t>(int64_t(NT), p.N - n0);
-      const float* wsrow = p.w_s + (n0 / kBlock) * nb;
-      for (int64_t mc0 = 0; mc0 < p.M; mc0 += MC) {
-        const int64_t mc = std::min(MC, p.M - mc0);
-        std::fill(acc.get(), acc.get() + mc * int64_t(NT), 0.0f);
-        for (int64_t kb = 0; kb < nb; ++kb) {
-          const int64_t k0 = kb * kBlock, kl = std::min<int64_t>(kBlock, p.K - k0);
-          for (int64_t r = 0; r < int64_t(NT); ++r) {
-            if (r < nr) {
-              const uint8_t* row = p.w + (n0 + r) * p.K + k0;
-              if (kl < kBlock) {
-                std::memcpy(pad, row, size_t(kl));
-                std::memset(pad + kl, 0, size_t(kBlock - kl));
-                row = pad;
-              }
-              for (size_t k = 0; k < size_t(kBlock); k += L)
-                hn::Store(LoadFp8Div256(df, row + k), df, tmp + k);
-              for (int64_t k = 0; k < kBlock; ++k) wT[size_t(k) * NT + size_t(r)] = tmp[k];
-            } else {
-              for (int64_t k = 0; k < kBlock; ++k) wT[size_t(k) * NT + size_t(r)] = 0.0f;
-            }
-          }
-          const float wsc = wsrow[kb];
-          for (int64_t m = 0; m < mc;) {
-            const int mt = mc - m >= 4 ? 4 : 1;
-            const float* am = a + (mc0 + m) * Kp + k0;
-            if (mt == 4) TileKernel<4>(am, Kp, wT.get(), NT, dv);
-            else TileKernel<1>(am, Kp, wT.get(), NT, dv);
-            for (int i = 0; i < mt; ++i) {
-              const auto sc = hn::Set(df, p.a_s[(mc0 + m + i) * nb + kb] * wsc);
-              float* ar = acc.get() + (m + i) * int64_t(NT);
-              hn::Store(hn::Add(hn::Load(df, ar), hn::Mul(hn::Mul(dv[i][0], k2p8), sc)), df, ar);
-              hn::Store(hn::Add(hn::Load(df, ar + L), hn::Mul(hn::Mul(dv[i][1], k2p8), sc)), df,
-                        ar + L);
-            }
-            m += mt;
-          }
-        }
-        for (int64_t m = 0; m < mc; ++m)
-          for (int64_t r = 0; r < nr; ++r)
-            p.y[(mc0 + m) * p.ldy + n0 + r] = f32_to_bf16(acc[size_t(m * int64_t(NT) + r)]);
-      }
+        for (int64_t r = 0; r < nr; ++r) p.y[m * p.ldy + n0 + r] = f32_to_bf16(acc[size_t(m * 4 + r)]);
     }
   });
 }
 
 void Fp8GemmImpl(const Fp8Gemm& p) {
 #if HWY_ARCH_X86 && (HWY_TARGET == HWY_AVX3 || HWY_TARGET == HWY_AVX3_DL)
-  if (p.M < 16 && bf16_dot_available()) return fp8_gemv_bf16(p);  // lanes differ: same bound
+  // AVX512-BF16: its own (fixed) arithmetic per output, used for every M so rows stay independent.
+  if (bf16_dot_available()) return fp8_gemv_bf16(p);
 #endif
   const int64_t nb = ceil_div(p.K, kBlock), Kp = nb * kBlock;
   auto a = hwy::AllocateAligned<float>(size_t(p.M * Kp));
@@ -251,8 +216,7 @@ void Fp8GemmImpl(const Fp8Gemm& p) {
     for (int64_t k = 0; k < p.K; ++k) am[k] = kFp8Table[p.a[m * p.K + k]];
     for (int64_t k = p.K; k < Kp; ++k) am[k] = 0.0f;
   }
-  if (p.M < 16) GemvPath(p, a.get(), Kp);
-  else GemmPath(p, a.get(), Kp);
+  DotPath(p, a.get(), Kp);
 }
 
 // ---- linear_f32: y = x @ bf16(w)^T in fp32, lanes over k, 4 weight rows x up to 4 x rows.
