@@ -16,7 +16,7 @@ export UBSAN_OPTIONS="print_stacktrace=1:halt_on_error=1"
 status=0
 for t in "${tests[@]}"; do
   t0=$(date +%s)
-  if "$B/$t" --gtest_brief=1 > "$B/$t.log" 2>&1; then
+  if "$B/tests/$t" --gtest_brief=1 > "$B/$t.log" 2>&1; then
     echo "[sanitize] $t passed ($(( $(date +%s) - t0 )) s)"
   else
     echo "[sanitize] $t FAILED"; tail -40 "$B/$t.log"; status=1

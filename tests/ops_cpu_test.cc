@@ -102,10 +102,10 @@ TEST(OpsCpu, ActQuantExact) {
 // ---- fp8_gemm. Tolerance: each 128-block dot of exact fp8 products has error <= 127·u·Σ|a·w|
 // in either order (u = 2^-24), so the two differ by <= 2·128·u·Σ|a·w| per block; scaled and
 // accumulated over nb blocks adds <= 2·nb·u·Σ_kb|s_kb|·Σ|a·w|. The final bf16 roundings of
-// nearby values differ by <= 2^-8·|ref| more. The AVX512-BF16 decode path (M < 16) keeps 16
-// lane partials per block (4 chained vdpbf16ps of pair sums: depth <= 8), scales and accumulates
-// them lanewise over kb (FMA) and reduces 16 lanes once: <= (8 + 1 + nb + 4)·u·Σ_kb|s_kb|·Σ|a·w|,
-// inside the same bound.
+// nearby values differ by <= 2^-8·|ref| more. The AVX512-BF16 path (every M) forms each block
+// dot from 16 lane partials (4 chained vdpbf16ps of pair sums: depth <= 8) reduced in 4 steps,
+// then scales and adds it as the reference does: <= (8 + 4)·u·Σ|a·w| per block, inside the same
+// bound.
 void check_fp8_gemm(Rng& rng, int64_t M, int64_t N, int64_t K, int64_t ldy, bool expect_exact) {
   const int64_t nb = ceil_div(K, kBlock);
   std::vector<bf16> x = rng.bf16s(size_t(M * K), 2.0f);

@@ -139,10 +139,13 @@ DSA_BF16_TARGET void IndexerWorker(const IndexerLogits& p, int64_t i0, int64_t i
   }
 }
 
-// ---- FP8 GEMV (M < 16): a decoded once to bf16; R weight rows per pass streamed once (with
-// prefetch), each 128-block decoded once and dotted with up to 4 activation rows. Per lane the
-// block dot (4 chained vdpbf16ps) is scaled by a_s*w_s and accumulated in increasing kb; one
-// fixed-order lane reduction per output at the end.
+// ---- FP8 GEMM (every M): a decoded once to bf16; R weight rows per pass streamed once (with
+// prefetch), each 128-block decoded once and dotted with up to 4 activation rows. The reference's
+// structure exactly: each block's dot (4 chained vdpbf16ps, then one fixed-order 16-lane
+// reduction) is multiplied by a_s*w_s and added to the output's fp32 sum in increasing kb (no
+// FMA). Only the order inside a block's dot differs from the reference, so an output's bf16
+// rounding rarely changes; scaling lane partials and reducing once at the end was cheaper but
+// flipped enough bf16 outputs to move FP8 re-quantisation downstream (golden test).
 constexpr int64_t kPrefetch = 1024;  // bytes ahead in each weight row
 
 template <int MT, int R>
@@ -151,9 +154,9 @@ DSA_BF16_TARGET __attribute__((always_inline)) inline void GemvRows(
     uint8_t* pad) {
   const Dec t = LoadDec();
   const int64_t nb = ceil_div(p.K, kBlock), vpr = nb * 4;  // bf16 vectors per a row
-  __m512 acc[MT][R];
+  float acc[MT][R];
   for (int i = 0; i < MT; ++i)
-    for (int r = 0; r < R; ++r) acc[i][r] = _mm512_setzero_ps();
+    for (int r = 0; r < R; ++r) acc[i][r] = 0.0f;
   const uint8_t* rows[R];
   for (int r = 0; r < R; ++r) rows[r] = r < nr ? p.w + (n0 + r) * p.K : nullptr;
   for (int64_t kb = 0; kb < nb; ++kb) {
@@ -186,13 +189,14 @@ DSA_BF16_TARGET __attribute__((always_inline)) inline void GemvRows(
         d = Dp(d, av[i][1], wv[1]);
         d = Dp(d, av[i][2], wv[2]);
         d = Dp(d, av[i][3], wv[3]);
-        acc[i][r] = _mm512_fmadd_ps(d, _mm512_set1_ps(as[i] * ws), acc[i][r]);
+        const float scale = as[i] * ws, part = _mm512_reduce_add_ps(d) * scale;
+        acc[i][r] = acc[i][r] + part;
       }
     }
   }
   for (int i = 0; i < MT; ++i)
     for (int r = 0; r < nr; ++r)
-      p.y[(m0 + i) * p.ldy + n0 + r] = f32_to_bf16(_mm512_reduce_add_ps(acc[i][r]));
+      p.y[(m0 + i) * p.ldy + n0 + r] = f32_to_bf16(acc[i][r]);
 }
 
 template <int R>
