@@ -9,6 +9,8 @@ void add_inspect_command(CLI::App& app);
 void add_bench_command(CLI::App&);
 void add_serve_command(CLI::App& app);
 void add_chat_command(CLI::App& app);
+void add_corpus_command(CLI::App& app);  // train/data (cmd_corpus.cc)
+void add_train_command(CLI::App& app);   // train/ (cmd_train.cc)
 }  // namespace dsa::app
 
 void add_tokenize_command(CLI::App& app);  // text/ (cmd_tokenize.cc)

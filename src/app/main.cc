@@ -19,6 +19,8 @@ int main(int argc, char** argv) {
   dsa::app::add_serve_command(app);
   dsa::app::add_chat_command(app);
   dsa::app::add_bench_command(app);
+  dsa::app::add_corpus_command(app);
+  dsa::app::add_train_command(app);
   add_tokenize_command(app);
   try {
     app.parse(argc, argv);

@@ -15,6 +15,7 @@
 #include "ops/backends.h"
 #include "train/checkpoint.h"
 #include "train/plot.h"
+#include "train/shard_source.h"
 
 namespace dsa::train {
 
@@ -145,7 +146,11 @@ double Trainer::flops_per_token() const {
 }
 
 void Trainer::ensure_data() {
-  DSA_CHECK(train_, "train: no data source (the shard loader arrives with train/data)");
+  if (!train_) {
+    const uint32_t V = uint32_t(params_->config().vocab_size);
+    train_ = shard_source(cfg_, false, V);
+    if (!val_) val_ = shard_source(cfg_, true, V);
+  }
 }
 
 double Trainer::validate() {
