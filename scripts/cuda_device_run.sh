@@ -6,10 +6,10 @@
 #
 # The GPU image lacks the CPU build's Debian dependencies and has no network. Here (Debian 12):
 #   mkdir -p build-cudadeps/debs && cd build-cudadeps/debs && apt-get download libfmt-dev libfmt9 \
-#     nlohmann-json3-dev libcli11-dev libpcre2-dev libpcre2-8-0 libhwy-dev libhwy1 libcpp-httplib-dev \
-#     libcpp-httplib0.11 libssl-dev libssl3 zlib1g-dev libbrotli-dev libbrotli1 libgtest-dev \
-#     libgmock-dev libbenchmark-dev libbenchmark1debian pkgconf-bin libpkgconf3
-# then run with carry ["build-cudadeps"]. They are unpacked into $DEPS (never into /), .pc files
+#     nlohmann-json3-dev libcli11-dev libpcre2-dev libpcre2-8-0 libhwy-dev libhwy1 libboost1.81-dev \
+#     zlib1g-dev zlib1g libgtest-dev libgmock-dev libbenchmark-dev libbenchmark1debian pkgconf-bin \
+#     libpkgconf3
+# then run with carry ["build-cudadeps", "third_party"] (third_party/: the tokenizer the tests use). They are unpacked into $DEPS (never into /), .pc files
 # are rewritten to that prefix, and CMake / pkg-config / the loader are pointed at it. If the root
 # configure still fails, src/ops/cuda is configured standalone (fmt headers + googletest sources
 # from build-cudadeps/) and only the kernel tests run.
@@ -42,6 +42,8 @@ if ls build-cudadeps/debs/*.deb >/dev/null 2>&1; then
   DEPARGS=(-DCMAKE_PREFIX_PATH="$DEPS/usr" -Dfmt_DIR="$L/cmake/fmt" -Dhwy_DIR="$L/cmake/hwy"
            -Dnlohmann_json_DIR="$DEPS/usr/share/cmake/nlohmann_json" -DCLI11_DIR="$DEPS/usr/share/cmake/CLI11"
            -DGTest_DIR="$L/cmake/GTest" -Dbenchmark_DIR="$L/cmake/benchmark"
+           -DBoost_DIR="$L/cmake/Boost-1.81.0" -Dboost_headers_DIR="$L/cmake/boost_headers-1.81.0"
+           -DZLIB_ROOT="$DEPS/usr"
            # Debian puts openssl's configuration.h under the multiarch include dir: searched last.
            -DCMAKE_CXX_FLAGS="-idirafter $DEPS/usr/include/x86_64-linux-gnu")
   command -v pkg-config >/dev/null || DEPARGS+=(-DPKG_CONFIG_EXECUTABLE="$DEPS/usr/bin/pkgconf")
@@ -61,9 +63,9 @@ if ! cmake -S . -B build-cuda -G Ninja -DDSA_CUDA=ON -DCMAKE_BUILD_TYPE=Release 
         -DDSA_DEPS_DIR="$PWD/build-cudadeps" >>"$OUT/build.log" 2>&1 || { log "configure failed"; tail -30 "$OUT/build.log"; exit 1; }
 fi
 TARGETS="cuda_ops_test cuda_bench"
-[ $ROOT_BUILD = 1 ] && TARGETS="dsa golden_cuda_test $TARGETS"
+[ $ROOT_BUILD = 1 ] && TARGETS="dsa golden_cuda_test batching_cuda_test train_cuda_test $TARGETS"
 start=$(date +%s)
-if ! ninja -C build-cuda -j"$JOBS" $TARGETS >>"$OUT/build.log" 2>&1; then
+if ! ninja -C build-cuda -k 0 -j"$JOBS" $TARGETS >>"$OUT/build.log" 2>&1; then
   log "build failed"; grep -E "error|FAILED" "$OUT/build.log" | head -40 | tee -a "$OUT/summary.txt"; exit 1
 fi
 log "build ok in $(( $(date +%s) - start )) s ($TARGETS)"

@@ -23,7 +23,7 @@ for t in "${tests[@]}"; do
   fi
 done
 t0=$(date +%s)
-if python3 tests/server/run_server_tests.py --dsa "$B/dsa" --work-dir "$B/test_models" > "$B/server.log" 2>&1; then
+if python3 tests/server/run_server_tests.py --dsa "$B/dsa" --sanitized --work-dir "$B/test_models" > "$B/server.log" 2>&1; then
   echo "[sanitize] server_integration passed ($(( $(date +%s) - t0 )) s)"
 else
   echo "[sanitize] server_integration FAILED"; tail -60 "$B/server.log"; status=1

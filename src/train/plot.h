@@ -2,6 +2,7 @@
 // (x, y) points drawn with axes, tick labels and a legend, encoded with zlib.
 #pragma once
 #include <array>
+#include <cstdint>
 #include <string>
 #include <vector>
 

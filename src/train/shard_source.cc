@@ -1,6 +1,7 @@
 // shard_source: DataLoader behind BatchSource (train/shard_source.h).
 #include "train/shard_source.h"
 
+#include "train/data/corpus.h"
 #include "train/data/loader.h"
 
 namespace dsa::train {
@@ -54,7 +55,7 @@ std::unique_ptr<BatchSource> shard_source(const TrainConfig& cfg, bool validatio
   const bool own_val = validation && !cfg.val_data.empty();
   o.split = validation && !own_val ? Split::kValidation : Split::kTrain;
   if (own_val) o.val_permille = 0;  // a validation file is used whole
-  auto src = std::make_unique<ShardSource>(DataLoader::open(own_val ? cfg.val_data : cfg.train_data, o));
+  auto src = std::make_unique<ShardSource>(DataLoader::open(expand_shard_paths(own_val ? cfg.val_data : cfg.train_data), o));
   if (cfg.overfit && !validation) return std::make_unique<RepeatSource>(src->next());
   return src;
 }

@@ -590,7 +590,8 @@ def test_cli_chunks_long_prompts_and_refuses_huge_kv_budgets():
     whole, peak_whole = run("--prefill-chunk", "0")
     FIGURES.update(cli_peak_mb_chunked=peak_chunked, cli_peak_mb_one_piece=peak_whole)
     assert chunked == whole, (chunked, whole)
-    assert peak_chunked < peak_whole, (peak_chunked, peak_whole)
+    if not ARGS.sanitized:  # ASan's quarantine keeps freed memory resident: peaks say nothing there
+        assert peak_chunked < peak_whole, (peak_chunked, peak_whole)
     t0 = time.time()
     r = subprocess.run([ARGS.dsa, "serve", "-m", ARGS.model, "--port", "0", "--kv-pages", str(1 << 24)],
                        capture_output=True, text=True, timeout=120)
@@ -657,6 +658,7 @@ def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--dsa", required=True)
     ap.add_argument("--work-dir", default=None, help="where the demo model is made (default: next to dsa)")
+    ap.add_argument("--sanitized", action="store_true", help="dsa is an ASan build: skip peak-memory comparisons")
     ap.add_argument("-k", default="", help="run only tests whose name contains this")
     ARGS = ap.parse_args()
     work = ARGS.work_dir or os.path.join(os.path.dirname(os.path.abspath(ARGS.dsa)), "test_models")
