@@ -160,31 +160,23 @@ TEST(TrainShard, TruncatedCorruptAndMismatchedFilesAreClearErrors) {
   b = bytes;
   b[8] = 2;
   try_bytes(b, "format version 2 is not supported");
-  // Semantically wrong files with valid checksums.
-  b = bytes;
-  const uint32_t small_vocab = 3;
-  std::memcpy(b.data() + 16, &small_vocab, 4);
-  fix_checksums(b);
-  try_bytes(b, "token id");
-  b = bytes;
-  uint64_t docs_off;
-  std::memcpy(&docs_off, b.data() + 64, 8);
-  const uint64_t second = 0;  // document 1 ends where document 0 started: empty/out of order
-  std::memcpy(b.data() + docs_off + 8, &second, 8);
-  fix_checksums(b);
-  try_bytes(b, "document 0 is empty or out of order");
-  b = bytes;
-  uint64_t w_off;
-  std::memcpy(&w_off, b.data() + 80, 8);
-  const float nan = std::nanf("");
-  std::memcpy(b.data() + w_off + 4 * 5, &nan, 4);
-  fix_checksums(b);
-  try_bytes(b, "weight of token 5");
-  b = bytes;
-  const uint64_t extra_docs = 21;
-  std::memcpy(b.data() + 40, &extra_docs, 8);
-  fix_checksums(b);
-  try_bytes(b, "section offsets do not match");
+  // Semantically wrong files with valid checksums: one value written at a byte offset.
+  auto header_u64 = [&](size_t at) {
+    uint64_t v;
+    std::memcpy(&v, bytes.data() + at, 8);
+    return size_t(v);
+  };
+  auto try_patched = [&](size_t at, auto value, const std::string& what) {
+    std::string pb = bytes;
+    std::memcpy(pb.data() + at, &value, sizeof(value));
+    fix_checksums(pb);
+    try_bytes(pb, what);
+  };
+  try_patched(16, uint32_t(3), "token id");  // vocab_size below the ids
+  // document 1 ends where document 0 started: empty/out of order
+  try_patched(header_u64(64) + 8, uint64_t(0), "document 0 is empty or out of order");
+  try_patched(header_u64(80) + 4 * 5, std::nanf(""), "weight of token 5");
+  try_patched(40, uint64_t(21), "section offsets do not match");  // n_docs
   expect_open_error((d / "missing.dsatok").string(), "cannot open");
 
   // Mixing tokenizers in one loader is refused; so is a shard vocabulary above the model's.

@@ -1,6 +1,9 @@
 // `dsa train CONFIG`: the training loop of src/train/trainer.h on tokenised shards; SIGINT or
 // SIGTERM finishes the step, writes a checkpoint and exits 130.
+#include <algorithm>
+#include <atomic>
 #include <csignal>
+#include <cstdlib>
 #include <fmt/format.h>
 
 #include "app/commands.h"

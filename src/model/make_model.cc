@@ -11,6 +11,7 @@
 #include <fstream>
 #include <nlohmann/json.hpp>
 
+#include "base/hash.h"
 #include "base/numeric.h"
 #include "io/safetensors.h"
 #include "model/tensor_table.h"
@@ -19,24 +20,15 @@ namespace dsa {
 
 namespace {
 
-uint64_t splitmix(uint64_t x) {
-  x += 0x9e3779b97f4a7c15ull;
-  x = (x ^ (x >> 30)) * 0xbf58476d1ce4e5b9ull;
-  x = (x ^ (x >> 27)) * 0x94d049bb133111ebull;
-  return x ^ (x >> 31);
-}
-
-uint64_t hash_name(const std::string& s) {
-  uint64_t h = 1469598103934665603ull;
-  for (unsigned char ch : s) h = (h ^ ch) * 1099511628211ull;
-  return h;
-}
+// FNV-1a from a basis of its own (FNV's offset basis with its last digit missing): every
+// make-model file, and so the golden fixtures, depend on it; never change it.
+uint64_t hash_name(const std::string& s) { return fnv1a_bytes(1469598103934665603ull, s); }
 
 // Approximately N(0,1): Irwin-Hall sum of 4 uniforms (24-bit each), centred and scaled.
 struct Gen {
   uint64_t state;
   float uniform() {
-    state = splitmix(state);
+    state = splitmix64(state);
     return float(state >> 40) * (1.0f / 16777216.0f);
   }
   float normal() {
@@ -46,7 +38,7 @@ struct Gen {
 };
 
 Tensor gen_tensor(const TensorSpec& spec, uint64_t seed, Tensor* scale) {
-  Gen g{splitmix(seed ^ hash_name(spec.name))};
+  Gen g{splitmix64(seed ^ hash_name(spec.name))};
   const int64_t n = shape_numel(spec.shape);
   const std::string& nm = spec.name;
   auto ends_with = [&](const char* suf) {

@@ -10,6 +10,7 @@
 
 #include <nlohmann/json.hpp>
 
+#include "base/hash.h"
 #include "base/error.h"
 #include "base/thread_pool.h"
 #include "text/tokenizer.h"
@@ -21,14 +22,11 @@ namespace fs = std::filesystem;
 namespace dsa::train {
 
 uint64_t tokenizer_fingerprint(const text::Tokenizer& tok) {
-  uint64_t h = 0xcbf29ce484222325ULL;
-  auto mix = [&h](uint8_t b) { h = (h ^ b) * 0x100000001b3ULL; };
+  uint64_t h = kFnv1aOffset;
   for (int32_t id = 0; id < tok.id_limit(); ++id) {
     const std::string_view b = tok.token_bytes(id);
-    const uint32_t n = uint32_t(b.size());
-    for (int k = 0; k < 4; ++k) mix(uint8_t(n >> (8 * k)));
-    for (char c : b) mix(uint8_t(c));
-    mix(tok.is_special(id) ? 1 : 0);
+    h = fnv1a_bytes(fnv1a_le(h, uint32_t(b.size())), b);
+    h = fnv1a_byte(h, tok.is_special(id) ? 1 : 0);
   }
   return h;
 }

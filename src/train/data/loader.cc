@@ -6,23 +6,13 @@
 
 #include <nlohmann/json.hpp>
 
+#include "base/hash.h"
 #include "base/error.h"
 
 namespace dsa::train {
 
 namespace {
 
-uint64_t splitmix64(uint64_t x) {
-  x += 0x9E3779B97F4A7C15ULL;
-  x = (x ^ (x >> 30)) * 0xBF58476D1CE4E5B9ULL;
-  x = (x ^ (x >> 27)) * 0x94D049BB133111EBULL;
-  return x ^ (x >> 31);
-}
-
-uint64_t fnv_mix(uint64_t h, uint64_t v) {
-  for (int k = 0; k < 8; ++k) h = (h ^ ((v >> (8 * k)) & 0xFF)) * 0x100000001b3ULL;
-  return h;
-}
 
 uint64_t parse_u64(const nlohmann::json& j, const char* key) {
   DSA_CHECK(j.contains(key) && j[key].is_string(), "data position: '{}' missing or not a string", key);
@@ -83,11 +73,11 @@ DataLoader DataLoader::open(const std::vector<std::string>& paths, const LoaderO
   DSA_CHECK(opts.val_permille <= 1000, "data: val_permille = {} must be <= 1000", opts.val_permille);
   DataLoader L;
   L.opts_ = opts;
-  uint64_t fp = 0xcbf29ce484222325ULL;
-  fp = fnv_mix(fp, kShardVersion);
-  fp = fnv_mix(fp, uint64_t(opts.T));
-  fp = fnv_mix(fp, uint64_t(opts.split));
-  fp = fnv_mix(fp, opts.val_permille);
+  uint64_t fp = kFnv1aOffset;
+  fp = fnv1a_le<uint64_t>(fp, kShardVersion);
+  fp = fnv1a_le<uint64_t>(fp, uint64_t(opts.T));
+  fp = fnv1a_le<uint64_t>(fp, uint64_t(opts.split));
+  fp = fnv1a_le<uint64_t>(fp, opts.val_permille);
   L.doc_start_.push_back(0);
   for (const std::string& p : paths) {
     auto r = std::make_unique<ShardReader>(ShardReader::open(p));
@@ -104,7 +94,7 @@ DataLoader DataLoader::open(const std::vector<std::string>& paths, const LoaderO
     if (opts.max_vocab > 0)
       DSA_CHECK(h.vocab_size <= opts.max_vocab, "{}: shard vocabulary {} is larger than the model's {}", p,
                 h.vocab_size, opts.max_vocab);
-    fp = fnv_mix(fnv_mix(fnv_mix(fp, h.body_crc32), h.n_tokens), h.n_docs);
+    fp = fnv1a_le<uint64_t>(fnv1a_le<uint64_t>(fnv1a_le<uint64_t>(fp, h.body_crc32), h.n_tokens), h.n_docs);
     const uint32_t si = uint32_t(L.shards_.size());
     for (uint64_t d = 0; d < r->n_docs(); ++d) {
       const uint64_t b = r->doc_begin(d), e = r->doc_end(d);

@@ -10,6 +10,7 @@
 #include <set>
 
 #include "base/error.h"
+#include "base/hash.h"
 
 namespace dsa::train {
 
@@ -101,9 +102,8 @@ const char* weight_kind_name(WeightKind k) {
 }
 
 uint64_t fnv1a64_ids(std::span<const uint32_t> ids) {
-  uint64_t h = 0xcbf29ce484222325ULL;
-  for (uint32_t u : ids)
-    for (int k = 0; k < 4; ++k) h = (h ^ ((u >> (8 * k)) & 0xFF)) * 0x100000001b3ULL;
+  uint64_t h = kFnv1aOffset;
+  for (uint32_t u : ids) h = fnv1a_le(h, u);
   return h;
 }
 
