@@ -48,6 +48,15 @@ std::string micro_model_dir() {
   return preset_dir("micro", once, dir);
 }
 
+Trainee::Trainee(const ops::OpTable& ops, bool mtp) {
+  const std::string dir = micro_model_dir();
+  cfg = ModelConfig::load(dir + "/config.json");
+  model = Model::create(cfg, ops);
+  params = std::make_unique<Params>(model->backend(), cfg, mtp);
+  params->load(Checkpoint::open(dir));
+  model->set_weights(params->forward_weights());
+}
+
 std::string fixture_path(const std::string& rel) { return std::string(DSA_SOURCE_DIR) + "/tests/fixtures/" + rel; }
 
 double cos_diff(const float* x, const float* y, size_t n) {

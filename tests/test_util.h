@@ -7,6 +7,7 @@
 
 #include "io/safetensors.h"
 #include "model/model.h"
+#include "model/params.h"
 
 namespace dsa::test {
 
@@ -46,6 +47,14 @@ struct Rng {
 std::string tiny_model_dir();
 std::string micro_model_dir();  // the `micro` preset (training tests)
 std::string fixture_path(const std::string& rel);  // DSA_SOURCE_DIR/tests/fixtures/rel
+
+// The micro preset as a trainee: model, fp32 masters loaded from the checkpoint, forward weights set.
+struct Trainee {
+  ModelConfig cfg;
+  std::unique_ptr<Model> model;
+  std::unique_ptr<Params> params;
+  explicit Trainee(const ops::OpTable& ops, bool mtp = true);
+};
 
 // Cosine difference 1 - 2<x,y>/(|x|^2+|y|^2) (DeepGEMM's metric), in double.
 double cos_diff(const float* x, const float* y, size_t n);

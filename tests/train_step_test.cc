@@ -16,19 +16,7 @@
 namespace dsa {
 namespace {
 
-struct Trainee {
-  ModelConfig cfg;
-  std::unique_ptr<Model> model;
-  std::unique_ptr<Params> params;
-  explicit Trainee(const ops::OpTable& ops, bool mtp = true) {
-    const std::string dir = test::micro_model_dir();
-    cfg = ModelConfig::load(dir + "/config.json");
-    model = Model::create(cfg, ops);
-    params = std::make_unique<Params>(model->backend(), cfg, mtp);
-    params->load(Checkpoint::open(dir));
-    model->set_weights(params->forward_weights());
-  }
-};
+using test::Trainee;
 
 TrainBatch random_batch(int64_t B, int64_t T, int64_t V, uint32_t seed) {
   test::Rng rng(seed);

@@ -35,7 +35,7 @@ def sha256_file(path):
     return h.hexdigest()
 
 
-_ST_DTYPES = {torch.float32: 'F32', torch.int32: 'I32', torch.bfloat16: 'BF16'}
+_ST_DTYPES = {torch.float32: 'F32', torch.int32: 'I32', torch.bfloat16: 'BF16', torch.float16: 'F16'}
 
 
 def save_safetensors(tensors, path, metadata):
