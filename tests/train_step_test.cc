@@ -4,6 +4,7 @@
 #include <gtest/gtest.h>
 
 #include <cmath>
+#include <cstring>
 
 #include "model/train_step.h"
 #include "ops/backends.h"
@@ -120,6 +121,45 @@ TEST_P(TrainStepTest, GradientStepLowersTheLoss) {
   const TrainResult r1 = step.evaluate(batch, opt);
   std::printf("loss %.4f (main %.4f mtp %.4f bal %.5f) -> %.4f\n", r0.loss, r0.loss_main, r0.loss_mtp, r0.loss_bal, r1.loss);
   EXPECT_LT(r1.loss, r0.loss - 0.05) << "before " << r0.loss << " after " << r1.loss;
+}
+
+// Activation recomputation: the same losses, loads and gradients bit for bit, with a lower peak of
+// backend memory during the step (one block's tape alive at a time instead of all of them).
+TEST_P(TrainStepTest, RecomputeGivesTheSameGradientsWithLessMemory) {
+  Trainee s(ops());
+  const TrainBatch batch = random_batch(4, 32, s.cfg.vocab_size, 11);
+  Backend& be = s.model->backend();
+  struct Out {
+    TrainResult r;
+    std::vector<std::vector<float>> grads;
+    size_t peak = 0;
+  };
+  auto run = [&](bool recompute) {
+    TrainOptions opt;
+    opt.dense = false;
+    opt.mtp_weight = 0.3;
+    opt.balance_alpha = 0.01;
+    opt.recompute = recompute;
+    TrainStep step(*s.model, *s.params);
+    s.params->zero_grad();
+    Out o;
+    const size_t before = be.live_bytes();
+    be.reset_peak();
+    o.r = step.run(batch, opt);
+    o.peak = be.peak_bytes() - before;
+    for (Param& p : s.params->all()) o.grads.push_back(be.to_host<float>(p.grad));
+    return o;
+  };
+  const Out a = run(false), b = run(true);
+  EXPECT_EQ(a.r.loss, b.r.loss);
+  EXPECT_EQ(a.r.loss_bal, b.r.loss_bal);
+  EXPECT_EQ(a.r.logprobs, b.r.logprobs);
+  EXPECT_EQ(a.r.expert_load, b.r.expert_load);
+  ASSERT_EQ(a.grads.size(), b.grads.size());
+  for (size_t i = 0; i < a.grads.size(); ++i)
+    EXPECT_EQ(0, std::memcmp(a.grads[i].data(), b.grads[i].data(), a.grads[i].size() * 4)) << s.params->all()[i].spec.name;
+  std::printf("step peak backend memory: %.2f MB, with recompute %.2f MB\n", a.peak / 1e6, b.peak / 1e6);
+  EXPECT_LT(b.peak, a.peak);
 }
 
 #ifdef DSA_TRAIN_CUDA

@@ -9,6 +9,7 @@ struct Backend::Cache {
   const ops::Memory* mem;
   std::mutex mu;
   std::multimap<size_t, void*> free_blocks;  // bucket size → block
+  size_t live = 0, peak = 0;                 // bytes of the blocks handed out by alloc
   ~Cache() {
     for (auto& [sz, p] : free_blocks) mem->free(p);
   }
@@ -42,10 +43,16 @@ Tensor Backend::alloc(DType dtype, Shape shape) {
     }
   }
   if (!p) p = ops_->mem.alloc(bucket);
+  {
+    std::lock_guard<std::mutex> lock(cache_->mu);
+    cache_->live += bucket;
+    cache_->peak = std::max(cache_->peak, cache_->live);
+  }
   std::shared_ptr<Cache> cache = cache_;
   t.data = p;
   t.owner = std::shared_ptr<void>(p, [cache, bucket](void* q) {
     std::lock_guard<std::mutex> lock(cache->mu);
+    cache->live -= bucket;
     cache->free_blocks.emplace(bucket, q);
   });
   return t;
@@ -72,6 +79,21 @@ Tensor Backend::mirror(const Tensor& host) const {
   t.data = p;
   t.owner = std::shared_ptr<void>(p, [mem](void* q) { mem->free(q); });
   return t;
+}
+
+size_t Backend::live_bytes() const {
+  std::lock_guard<std::mutex> lock(cache_->mu);
+  return cache_->live;
+}
+
+size_t Backend::peak_bytes() const {
+  std::lock_guard<std::mutex> lock(cache_->mu);
+  return cache_->peak;
+}
+
+void Backend::reset_peak() {
+  std::lock_guard<std::mutex> lock(cache_->mu);
+  cache_->peak = cache_->live;
 }
 
 void Backend::release_cache() {

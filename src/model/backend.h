@@ -40,6 +40,11 @@ class Backend {
   // on host backends the same bytes (no copy).
   Tensor mirror(const Tensor& host) const;
   void release_cache();
+  // Bytes of the tensors from alloc/upload alive now, and the most since the last reset_peak
+  // (bucket sizes; mirrored weights not counted).
+  size_t live_bytes() const;
+  size_t peak_bytes() const;
+  void reset_peak();
 
  private:
   struct Cache;

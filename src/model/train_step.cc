@@ -186,11 +186,19 @@ TrainResult TrainStep::step(const TrainBatch& batch, const TrainOptions& opt, fl
   Tensor h = m_.embed_rows(inputs);
   m_.prepare(rows, fo, true);
   std::vector<LayerTape> tapes(static_cast<size_t>(n));
+  const bool recompute = backward && opt.recompute;
+  std::vector<Tensor> h_in(static_cast<size_t>(n)), res_in(static_cast<size_t>(n));  // recompute: block inputs
   Tensor residual;
   for (int64_t i = 0; i < n; ++i) {
     LayerContext ctx{cfg, be, rows, S, m_.rope_cos_dev_.ptr<float>(), m_.rope_sin_dev_.ptr<float>(), fo,
-                     backward ? &tapes[size_t(i)] : nullptr};
+                     backward && !recompute ? &tapes[size_t(i)] : nullptr};
+    // Routing statistics (balance loss, loads) come from the tape; under recompute from the
+    // backward's rebuilt one.
     if (!backward && (cfg.is_moe_layer(i) && opt.balance_alpha > 0)) ctx.tape = &tapes[size_t(i)];
+    if (recompute) {
+      h_in[size_t(i)] = clone(be, h);
+      if (residual.data) res_in[size_t(i)] = clone(be, residual);
+    }
     run_layer(ctx, W.layers[size_t(i)], i, h, residual);
   }
   const Tensor h_last = h, res_last = clone(be, residual);
@@ -289,6 +297,7 @@ TrainResult TrainStep::step(const TrainBatch& batch, const TrainOptions& opt, fl
   }
   // Balance loss and expert loads per MoE layer (main layers, then the MTP block).
   std::vector<Tensor> d_scores(static_cast<size_t>(nl));
+  std::vector<std::vector<int64_t>> loads(static_cast<size_t>(nl));  // by layer; reported in layer order
   auto balance = [&](const LayerTape& t, int64_t layer, int64_t rows_per_seq) {
     std::vector<int64_t> load(size_t(E), 0);
     const std::vector<int32_t> ex = be.to_host<int32_t>(t.experts);
@@ -301,13 +310,20 @@ TrainResult TrainStep::step(const TrainBatch& batch, const TrainOptions& opt, fl
     } else {
       for (int32_t e : ex) ++load[size_t(e)];
     }
-    res.expert_load.push_back(std::move(load));
+    loads[size_t(layer)] = std::move(load);
+  };
+  auto finish = [&] {
+    for (auto& l : loads)
+      if (!l.empty()) res.expert_load.push_back(std::move(l));
+    res.loss = res.loss_main + opt.mtp_weight * res.loss_mtp + res.loss_bal;
   };
   for (int64_t i = 0; i < n; ++i)
     if (cfg.is_moe_layer(i) && tapes[size_t(i)].experts.data) balance(tapes[size_t(i)], i, T);
   if (mtp) balance(mtape, n, T - 1);
-  res.loss = res.loss_main + opt.mtp_weight * res.loss_mtp + res.loss_bal;
-  if (!backward) return res;
+  if (!backward) {
+    finish();
+    return res;
+  }
 
   // ---- backward
   const float* cosp = m_.rope_cos_dev_.ptr<float>();
@@ -351,10 +367,24 @@ TrainResult TrainStep::step(const TrainBatch& batch, const TrainOptions& opt, fl
   Tensor d = be.alloc(DType::F32, {S, H});
   ops.grad->rms_norm_bwd({h_last.ptr<bf16>(), res_last.ptr<bf16>(), W.final_norm.ptr<float>(), d_hn.ptr<float>(),
                           nullptr, d.ptr<float>(), p_.grad("model.norm.weight"), S, H, eps});
-  for (int64_t i = n - 1; i >= 0; --i)
+  ForwardOptions fr = fo;  // the recompute pass: same decisions (deterministic, or replayed), nothing recorded
+  fr.record = nullptr;
+  for (int64_t i = n - 1; i >= 0; --i) {
+    if (recompute) {
+      Tensor hh = clone(be, h_in[size_t(i)]), rr;
+      if (res_in[size_t(i)].data) rr = clone(be, res_in[size_t(i)]);
+      h_in[size_t(i)] = res_in[size_t(i)] = Tensor{};
+      LayerContext ctx{cfg, be, rows, S, cosp, sinp, fr, &tapes[size_t(i)]};
+      run_layer(ctx, W.layers[size_t(i)], i, hh, rr);
+      if (cfg.is_moe_layer(i)) balance(tapes[size_t(i)], i, T);
+    }
     layer_bwd(gc, W.layers[size_t(i)], i, tapes[size_t(i)], d,
               d_scores[size_t(i)].data ? d_scores[size_t(i)].ptr<float>() : nullptr);
+    tapes[size_t(i)] = LayerTape{};
+    d_scores[size_t(i)] = Tensor{};
+  }
   scatter_rows_by_id(be, inputs, d.ptr<float>(), H, d_embed);
+  finish();
   return res;
 }
 

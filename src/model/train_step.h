@@ -21,6 +21,10 @@ struct TrainOptions {
   bool dense = true;            // attention over every causal key; false: the indexer's top-k
   double mtp_weight = 0.0;      // λ of the MTP loss (0: the MTP block is not run)
   double balance_alpha = 0.0;   // α of the sequence-wise balance loss
+  // Activation recomputation: the forward keeps only each main block's inputs; the backward runs
+  // the block's forward again (same ops, same decisions: bit-identical) to rebuild its tape just
+  // before its backward. Same gradients, one block's tape alive at a time, one more forward.
+  bool recompute = false;
   // Decisions to force, one per sequence: layers 0..n-1 hold its T main rows, layer n (when MTP
   // runs) its T-1 MTP rows. Keep routing (RL) and fixtures.
   const std::vector<Decisions>* replay = nullptr;

@@ -133,6 +133,7 @@ TrainConfig parse_train_config(const json& j, const std::string& base_dir) {
     Section r = top.sub("run");
     r.get("out", c.out);
     r.get("log_every", c.log_every);
+    r.get("recompute", c.recompute);
     r.get("eval_every", c.eval_every);
     r.get("eval_batches", c.eval_batches);
     r.get("checkpoint_every", c.checkpoint_every);
@@ -193,7 +194,7 @@ json to_json(const TrainConfig& c) {
       {"run", {{"out", c.out}, {"log_every", c.log_every}, {"eval_every", c.eval_every},
                {"eval_batches", c.eval_batches}, {"checkpoint_every", c.checkpoint_every},
                {"keep_checkpoints", c.keep_checkpoints}, {"export_at_end", c.export_at_end},
-               {"export_shard_mb", c.export_shard_mb}, {"peak_tflops", c.peak_tflops}}},
+               {"export_shard_mb", c.export_shard_mb}, {"peak_tflops", c.peak_tflops}, {"recompute", c.recompute}}},
   };
 }
 

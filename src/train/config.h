@@ -37,6 +37,7 @@ struct TrainConfig {
   std::string out = "runs/train";
   int64_t log_every = 1, eval_every = 50, eval_batches = 4, checkpoint_every = 0, keep_checkpoints = 2;
   bool export_at_end = true;
+  bool recompute = false;           // activation recomputation (TrainOptions::recompute)
   int64_t export_shard_mb = 15;
   double peak_tflops = 0;           // for MFU (0 = the backend's default: H200 bf16 dense on cuda, none on cpu)
   std::string source;               // the config file (for messages)

@@ -108,6 +108,7 @@ Trainer::Trainer(TrainConfig cfg, Log log) : cfg_(std::move(cfg)), log_(std::mov
   topt_.dense = cfg_.attention == "dense";
   topt_.mtp_weight = params_->has_mtp() ? cfg_.mtp_weight : 0.0;
   topt_.balance_alpha = cfg_.balance_alpha;
+  topt_.recompute = cfg_.recompute;
   log_(fmt::format("model {}: {} layers, hidden {}, vocab {}, {:.2f}M parameters ({:.2f}M trained), backend {}",
                    init, mc.num_hidden_layers, mc.hidden_size, mc.vocab_size, params_->count() / 1e6,
                    opt_->trainable_count() / 1e6, ops.name));
