@@ -201,6 +201,7 @@ def main():
     ap.add_argument('--compile', action='store_true')
     ap.add_argument('--json')
     ap.add_argument('--device', default='cuda')
+    ap.add_argument('--fp32', action='store_true', help='no bf16 autocast (CPU)')
     a = ap.parse_args()
     c = json.load(open(a.config))
     dev = a.device
@@ -218,7 +219,7 @@ def main():
         x = torch.randint(0, V, (B, T + 1), device=dev)
         sync()
         t0 = time.perf_counter()
-        with torch.autocast(dev, dtype=torch.bfloat16):
+        with torch.autocast(dev, dtype=torch.bfloat16, enabled=not a.fp32):
             loss = fwd(x[:, :-1], x[:, 1:], 0.3, 1e-4, cos, sin)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
@@ -228,10 +229,11 @@ def main():
         if step >= a.warmup:
             times.append(time.perf_counter() - t0)
     med = statistics.median(times)
-    res = {'mode': 'torch.compile' if a.compile else 'eager', 'torch': torch.__version__, 'params': nparam,
+    res = {'mode': ('torch.compile' if a.compile else 'eager') + (' fp32' if a.fp32 else ' bf16 autocast'), 'device': dev,
+           'threads': torch.get_num_threads(), 'torch': torch.__version__, 'params': nparam,
            'batch': B, 'seq_len': T, 'steps': a.steps, 'step_s_median': med, 'step_s_min': min(times),
            'tokens_per_s': B * T / med, 'peak_mem_gb': torch.cuda.max_memory_allocated() / 1e9 if dev == 'cuda' else None,
-           'final_loss': float(loss)}
+           'final_loss': float(loss.detach())}
     print(json.dumps(res))
     if a.json:
         with open(a.json, 'w') as f:
