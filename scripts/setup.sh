@@ -10,7 +10,7 @@ if [ "$(id -u)" != 0 ]; then SUDO="sudo"; fi
 pkgs=(cmake ninja-build g++ ccache pkg-config git xz-utils unzip
       libfmt-dev nlohmann-json3-dev libcli11-dev libpcre2-dev
       libgtest-dev libgmock-dev libbenchmark-dev libhwy-dev
-      clang libclang-rt-14-dev python3 python3-pip libboost1.81-dev
+      clang libclang-rt-14-dev python3 python3-pip libboost1.81-dev libsqlite3-dev
       zlib1g-dev groff-base perl)  # zlib: shard CRC-32; groff, pod2text: scripts/corpus_text.py
 missing=()
 for p in "${pkgs[@]}"; do

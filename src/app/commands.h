@@ -11,6 +11,9 @@ void add_serve_command(CLI::App& app);
 void add_chat_command(CLI::App& app);
 void add_corpus_command(CLI::App& app);  // train/data (cmd_corpus.cc)
 void add_train_command(CLI::App& app);   // train/ (cmd_train.cc)
+void add_env_command(CLI::App& app);     // env/ (cmd_env.cc)
+void add_agent_command(CLI::App& app);   // env/ agent loop (cmd_agent.cc)
+void add_eval_command(CLI::App& app);    // env/ evaluation (cmd_eval.cc)
 }  // namespace dsa::app
 
 void add_tokenize_command(CLI::App& app);  // text/ (cmd_tokenize.cc)

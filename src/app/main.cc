@@ -21,6 +21,9 @@ int main(int argc, char** argv) {
   dsa::app::add_bench_command(app);
   dsa::app::add_corpus_command(app);
   dsa::app::add_train_command(app);
+  dsa::app::add_env_command(app);
+  dsa::app::add_agent_command(app);
+  dsa::app::add_eval_command(app);
   add_tokenize_command(app);
   try {
     app.parse(argc, argv);

@@ -5,6 +5,7 @@
 #include <malloc.h>
 
 #include <algorithm>
+#include <cmath>
 
 #include "runtime/session.h"
 
@@ -136,6 +137,13 @@ void Engine::finish(Seq& s, FinishReason r, const std::string& err) {
 bool Engine::take_token(Seq& s, float* logits) {
   for (auto& [t, b] : s.req.logit_bias) logits[t] += b;
   const int32_t tok = s.sampler->sample(logits, vocab_);
+  if (s.req.on_logprob) {
+    float mx = logits[0];
+    for (int64_t i = 1; i < vocab_; ++i) mx = std::max(mx, logits[i]);
+    double sum = 0;
+    for (int64_t i = 0; i < vocab_; ++i) sum += std::exp(double(logits[i] - mx));
+    s.req.on_logprob(tok, float(double(logits[tok] - mx) - std::log(sum)));
+  }
   const auto now = Clock::now();
   {
     std::lock_guard<std::mutex> lk(mu_);

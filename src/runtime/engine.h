@@ -58,6 +58,10 @@ struct GenRequest {
   // Called on the engine thread for every generated token (stop ids excluded); return false to
   // end the request with kStop (e.g. a stop string matched).
   std::function<bool(int32_t)> on_token;
+  // When set: called on the engine thread for every sampled token (a stop id included, before
+  // on_token) with its log-probability under the logits (bias added, before temperature) — what
+  // RL rollouts record.
+  std::function<void(int32_t, float)> on_logprob;
   // Called exactly once on the engine thread when the request ends (also on rejection after
   // submit, cancellation and shutdown).
   std::function<void(const GenResult&)> on_done;

@@ -1,0 +1,134 @@
+// env/: the agent loop — gold replay passes every task, faulty policies fail without breaking the
+// loop, and the engine policy runs concurrent episodes on the continuous-batching engine.
+#include <gtest/gtest.h>
+
+#include <chrono>
+#include <filesystem>
+#include <unistd.h>
+
+#include "base/error.h"
+#include "env/agent.h"
+#include "env/synth.h"
+#include "model/make_model.h"
+#include "ops/backends.h"
+#include "text/chat_encoding.h"
+#include "text/chat_input.h"
+
+namespace dsa::env {
+namespace {
+
+const std::vector<EnvSpec>& specs() {
+  static const std::vector<EnvSpec> s = [] {
+    SynthOptions o;
+    o.seed = 11;
+    o.envs_per_domain = 1;
+    o.tasks_per_level = 2;
+    o.reasoning_tasks = 5;
+    return synthesize(o);
+  }();
+  return s;
+}
+
+TEST(EnvAgent, GoldReplayPassesEveryTaskInBothModes) {
+  const auto tasks = prepare_tasks(specs());
+  ASSERT_GE(tasks.size(), 60u);
+  GoldPolicy gold;
+  for (bool thinking : {false, true}) {
+    AgentOptions opt;
+    opt.thinking = thinking;
+    const auto eps = run_episodes(tasks, 1, gold, opt, 2);
+    ASSERT_EQ(eps.size(), tasks.size());
+    for (const auto& e : eps) {
+      EXPECT_TRUE(e.pass) << e.task_id << " " << e.end << " " << e.detail << " " << (e.failures.empty() ? "" : e.failures[0]);
+      EXPECT_EQ(e.end, "answer");
+      EXPECT_EQ(e.tool_errors, 0);
+      // The conversation is a valid V3.2 conversation, and in thinking mode the reasoning of every
+      // tool turn is still in the prompt (it is dropped only before a new user message).
+      const std::string prompt = text::encode_messages(e.messages, {.thinking = thinking});
+      if (thinking && e.tool_calls > 0) EXPECT_NE(prompt.find("Step 1: I call"), std::string::npos) << prompt;
+      if (e.tool_calls > 0) EXPECT_NE(prompt.find("<function_results>"), std::string::npos);
+    }
+  }
+}
+
+TEST(EnvAgent, FaultyPoliciesFailEveryTaskWithoutBreakingTheLoop) {
+  const auto tasks = prepare_tasks(specs());
+  AgentOptions opt;
+  opt.max_turns = 6;
+  for (auto mode : {FaultyPolicy::kUnknownTool, FaultyPolicy::kBadArguments, FaultyPolicy::kMalformed,
+                    FaultyPolicy::kWrongAnswer, FaultyPolicy::kNeverStops, FaultyPolicy::kMixed}) {
+    FaultyPolicy bad(mode);
+    const auto eps = run_episodes(tasks, 1, bad, opt, 2);
+    int errors_seen = 0;
+    for (const auto& e : eps) {
+      EXPECT_FALSE(e.pass) << "mode " << int(mode) << " passed " << e.task_id << ": " << e.final_answer;
+      errors_seen += e.tool_errors;
+      if (mode == FaultyPolicy::kMalformed) EXPECT_EQ(e.end, "malformed");
+      if (mode == FaultyPolicy::kNeverStops && !specs().empty() && e.tool_calls > 0) EXPECT_EQ(e.end, "max_turns");
+    }
+    if (mode == FaultyPolicy::kUnknownTool || mode == FaultyPolicy::kBadArguments) {
+      EXPECT_GT(errors_seen, 0);
+    }
+  }
+  // The error result is what the model sees next.
+  FaultyPolicy unknown(FaultyPolicy::kUnknownTool);
+  const Episode e = run_episode(tasks[0], unknown, opt);
+  ASSERT_GE(e.messages.size(), 4u);
+  EXPECT_EQ(e.messages[3]["role"], "tool");
+  EXPECT_NE(e.messages[3]["content"].get<std::string>().find("error: unknown tool 'drop_database'"), std::string::npos);
+}
+
+TEST(EnvAgent, EnginePolicyRunsConcurrentEpisodesAndRecordsLogprobs) {
+  std::string tpath;
+  try {
+    tpath = text::default_tokenizer_path();
+  } catch (const Error&) {
+    GTEST_SKIP() << "no tokenizer.json (scripts/fetch_tokenizer.sh)";
+  }
+  const text::Tokenizer tok = text::Tokenizer::from_file(tpath);
+  const std::string dir = std::string(DSA_BINARY_DIR) + "/test_models/env-demo-" + std::to_string(::getpid());
+  MakeModelOptions mo;
+  mo.preset = "demo";
+  mo.out_dir = dir;
+  mo.layers = 1;  // the real vocabulary is what matters here; one layer keeps the test fast
+  mo.mtp = false;
+  auto t0 = std::chrono::steady_clock::now();
+  make_model(mo);
+  std::printf("make_model demo: %.2f s\n", std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count());
+  {
+    auto model = Model::load(dir, ops::cpu_ops(), [](const std::string&) {});
+    EngineOptions eo;
+    eo.kv_pages = 256;
+    eo.max_batch = 4;
+    eo.prewarm_kv = false;
+    Engine engine(*model, eo);
+    EnginePolicy pol(engine, tok, int32_t(model->config().eos_token_id), SamplingParams{.temperature = 1.0f, .seed = 5}, true);
+    auto tasks = prepare_tasks(specs());
+    tasks.resize(3);
+    AgentOptions opt;
+    opt.max_turns = 2;
+    opt.max_turn_tokens = 4;
+    const auto eps = run_episodes(tasks, 1, pol, opt, 4);
+    int64_t sampled = 0;
+    for (const auto& e : eps) {
+      EXPECT_FALSE(e.end.empty());
+      EXPECT_NE(e.end, "policy_error") << e.detail;
+      ASSERT_FALSE(e.records.empty());
+      for (const auto& r : e.records) {
+        EXPECT_FALSE(r.prompt.empty());
+        EXPECT_EQ(r.logprobs.size(), r.tokens.size());
+        EXPECT_EQ(r.mask.size(), r.tokens.size());
+        for (float lp : r.logprobs) EXPECT_LE(lp, 0.0f);
+        sampled += int64_t(r.tokens.size());
+      }
+    }
+    EXPECT_GT(sampled, 0);
+    EXPECT_GE(int64_t(engine.metrics().generated_tokens), sampled);
+    engine.shutdown();
+  }
+  std::error_code ec;
+  std::filesystem::remove_all(dir, ec);
+}
+
+}  // namespace
+}  // namespace dsa::env
