@@ -198,8 +198,8 @@ std::optional<Draft> level4(Ctx& c, int variant) {
     const Json rows = p.call("list_" + c.cid() + "s", {{c.pid(), pid}});
     const Json& last = rows.back();
     std::string st;
-    for (int k = 0; k < 8 && (st.empty() || st == last[c.d.status_col]); ++k) st = c.r.pick(c.d.statuses);
-    if (st == last[c.d.status_col]) return std::nullopt;
+    for (int k = 0; k < 8 && (st.empty() || st == last[c.d.status_col].get<std::string>()); ++k) st = c.r.pick(c.d.statuses);
+    if (st == last[c.d.status_col].get<std::string>()) return std::nullopt;
     const int64_t id = last["id"].get<int64_t>();
     p.call("set_" + c.cid() + "_status", {{c.cid() + "_id", id}, {"status", st}});
     dr.t.instruction = fmt::format("Set the status of {}'s most recent {} (the one with the highest id) to {}.", name, c.d.child_noun, st);
