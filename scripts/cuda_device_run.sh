@@ -8,7 +8,7 @@
 #   mkdir -p build-cudadeps/debs && cd build-cudadeps/debs && apt-get download libfmt-dev libfmt9 \
 #     nlohmann-json3-dev libcli11-dev libpcre2-dev libpcre2-8-0 libhwy-dev libhwy1 libboost1.81-dev \
 #     zlib1g-dev zlib1g libgtest-dev libgmock-dev libbenchmark-dev libbenchmark1debian pkgconf-bin \
-#     libpkgconf3
+#     libpkgconf3 libsqlite3-dev libsqlite3-0
 # then run with carry ["build-cudadeps", "third_party"] (third_party/: the tokenizer the tests use). They are unpacked into $DEPS (never into /), .pc files
 # are rewritten to that prefix, and CMake / pkg-config / the loader are pointed at it. If the root
 # configure still fails, src/ops/cuda is configured standalone (fmt headers + googletest sources
