@@ -276,10 +276,8 @@ TEST_P(TrainGradFixtureTest, BoundsCatchWrongGradients) {
   expect_caught("sparse.", "model.layers.1.self_attn.kv_b_proj.weight", "dense instead of sparse attention");
 }
 
-// AdamW (clip, decay on matrices only) and the balance-bias rule over three steps on the batch.
-TEST_P(TrainGradFixtureTest, AdamWStepsFollowTheReference) {
-  test::Trainee s(ops());
-  const Fixture& fx = fixture();
+// The reference's AdamW hyper-parameters (metadata "adamw").
+train::AdamWConfig adamw_config(const Fixture& fx) {
   const auto ad = nlohmann::json::parse(fx.meta("adamw"));
   train::AdamWConfig cfg;
   cfg.beta1 = ad.at("beta1");
@@ -287,7 +285,14 @@ TEST_P(TrainGradFixtureTest, AdamWStepsFollowTheReference) {
   cfg.eps = ad.at("eps");
   cfg.weight_decay = ad.at("weight_decay");
   cfg.clip = ad.at("clip");
-  train::AdamW opt(*s.params, cfg);
+  return cfg;
+}
+
+// AdamW (clip, decay on matrices only) and the balance-bias rule over three steps on the batch.
+TEST_P(TrainGradFixtureTest, AdamWStepsFollowTheReference) {
+  test::Trainee s(ops());
+  const Fixture& fx = fixture();
+  train::AdamW opt(*s.params, adamw_config(fx));
   const auto losses = nlohmann::json::parse(fx.meta("step_losses"));
   const auto norms = nlohmann::json::parse(fx.meta("step_grad_norms"));
   const int64_t steps = std::stoll(fx.meta("steps"));
@@ -328,14 +333,7 @@ TEST_P(TrainGradFixtureTest, AdamWStepsFollowTheReference) {
 TEST_P(TrainGradFixtureTest, AdamWUpdateOnTheSameGradientsMatchesTheReference) {
   test::Trainee s(ops());
   const Fixture& fx = fixture();
-  const auto ad = nlohmann::json::parse(fx.meta("adamw"));
-  train::AdamWConfig cfg;
-  cfg.beta1 = ad.at("beta1");
-  cfg.beta2 = ad.at("beta2");
-  cfg.eps = ad.at("eps");
-  cfg.weight_decay = ad.at("weight_decay");
-  cfg.clip = ad.at("clip");
-  train::AdamW opt(*s.params, cfg);
+  train::AdamW opt(*s.params, adamw_config(fx));
   Backend& be = s.model->backend();
   std::map<std::string, std::vector<float>> before;
   for (Param& p : s.params->all()) {
