@@ -41,12 +41,17 @@ Tensor Backend::alloc(DType dtype, Shape shape) {
       p = it->second;
       cache_->free_blocks.erase(it);
     }
-  }
-  if (!p) p = ops_->mem.alloc(bucket);
-  {
-    std::lock_guard<std::mutex> lock(cache_->mu);
-    cache_->live += bucket;
+    cache_->live += bucket;  // counted under the lookup's lock; taken back if the allocation fails
     cache_->peak = std::max(cache_->peak, cache_->live);
+  }
+  if (!p) {
+    try {
+      p = ops_->mem.alloc(bucket);
+    } catch (...) {
+      std::lock_guard<std::mutex> lock(cache_->mu);
+      cache_->live -= bucket;
+      throw;
+    }
   }
   std::shared_ptr<Cache> cache = cache_;
   t.data = p;
