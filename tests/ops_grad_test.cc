@@ -546,5 +546,125 @@ TEST(OpsGrad, SparseMlaBwdMatchesFiniteDifferences) {
   for (int64_t i = 0; i < L; ++i) EXPECT_EQ(dc[5 * L + i], 0.0f);  // row 5 never selected
 }
 
+TEST(OpsGrad, IndexerKlMatchesItsFormulaAndFiniteDifferences) {
+  Rng rng(21);
+  const int64_t S = 3, H = 2, K = 4, N = 6;
+  // Slots -> key positions; -1 pads. Row 1 has a zero-probability slot (0 log 0 = 0).
+  const std::vector<int32_t> idx = {0, 2, 3, -1, 1, 4, -1, 5, 0, 1, 2, 3};
+  std::vector<float> P(static_cast<size_t>(S * H * K));
+  for (auto& v : P) v = float(rng.uni(1, 100)) / 64.0f;
+  for (int64_t h = 0; h < H; ++h) P[size_t((1 * H + h) * K + 1)] = 0.0f;
+  auto scores = rng.floats(size_t(S * N), 2.0f);
+  const std::vector<int32_t> sel = {2, 3, -1, 4, 5, 1};  // ksel = 2
+  std::vector<double> loss(static_cast<size_t>(S)), rec(static_cast<size_t>(S));
+  std::vector<float> ds(static_cast<size_t>(S * N), 7.0f);
+  const float coef = 0.75f;
+  G.indexer_kl({P.data(), idx.data(), scores.data(), sel.data(), loss.data(), rec.data(), ds.data(), S, H, K, N, 2, coef});
+  auto kl = [&](int64_t t, const std::vector<double>& z) {
+    double tot = 0, mx = -1e300;
+    for (int64_t j = 0; j < K; ++j)
+      if (idx[t * K + j] >= 0) {
+        for (int64_t h = 0; h < H; ++h) tot += P[size_t((t * H + h) * K + j)];
+        mx = std::max(mx, z[size_t(t * N + idx[t * K + j])]);
+      }
+    double se = 0;
+    for (int64_t j = 0; j < K; ++j)
+      if (idx[t * K + j] >= 0) se += std::exp(z[size_t(t * N + idx[t * K + j])] - mx);
+    double L = 0;
+    for (int64_t j = 0; j < K; ++j) {
+      if (idx[t * K + j] < 0) continue;
+      double p = 0;
+      for (int64_t h = 0; h < H; ++h) p += P[size_t((t * H + h) * K + j)] / tot;
+      if (p > 0) L += p * (std::log(p) - (z[size_t(t * N + idx[t * K + j])] - mx - std::log(se)));
+    }
+    return L;
+  };
+  const auto z0 = widen(scores);
+  for (int64_t t = 0; t < S; ++t) EXPECT_NEAR(loss[size_t(t)], kl(t, z0), 1e-12) << t;
+  // Recall: row 0 keeps positions {2,3} = slots 1,2; row 1 {4} (slot 1, p = 0) ; row 2 {1} = slot 1.
+  auto p_of = [&](int64_t t, int64_t j) {
+    double tot = 0, pj = 0;
+    for (int64_t jj = 0; jj < K; ++jj)
+      if (idx[t * K + jj] >= 0)
+        for (int64_t h = 0; h < H; ++h) tot += P[size_t((t * H + h) * K + jj)];
+    for (int64_t h = 0; h < H; ++h) pj += P[size_t((t * H + h) * K + j)];
+    return pj / tot;
+  };
+  EXPECT_NEAR(rec[0], p_of(0, 1) + p_of(0, 2), 1e-12);
+  EXPECT_EQ(rec[1], 0.0);
+  EXPECT_NEAR(rec[2], p_of(2, 1), 1e-12);
+  // d_scores: coef · ∂KL/∂z, 0 at keys outside the slots (written over the 7s).
+  std::vector<float> g(ds.size());
+  for (size_t i = 0; i < g.size(); ++i) g[i] = ds[i] / coef;
+  auto total = [&](const std::vector<double>& z) {
+    double L = 0;
+    for (int64_t t = 0; t < S; ++t) L += kl(t, z);
+    return L;
+  };
+  std::vector<size_t> all(g.size());
+  std::iota(all.begin(), all.end(), 0);
+  EXPECT_LT(fd_rel_err(total, z0, g, all), kFdTol);
+  EXPECT_EQ(ds[size_t(0 * N + 1)], 0.0f);
+  EXPECT_EQ(ds[size_t(1 * N + 0)], 0.0f);
+}
+
+TEST(OpsGrad, IndexerLogitsBwdMatchesTheForwardsFormula) {
+  Rng rng(22);
+  // Two sequences: rows 0..2 (positions 0..2) and rows 3..4 (positions 0..1).
+  const int64_t S = 5, H = 3, D = 32, N = 3, ps = 4;
+  const std::vector<int32_t> key_base = {0, 0, 0, 3, 3}, end = {1, 2, 3, 1, 2}, bt = {0, 0, 0, 1, 1};
+  auto q8 = rng.fp8s(size_t(S * H * D)), k8 = rng.fp8s(size_t(S * D));
+  const auto qs = rng.pow2s(size_t(S * H), -8, -5), ks = rng.pow2s(size_t(S), -8, -5);
+  auto w = rng.floats(size_t(S * H));
+  // The forward op over a two-page pool (page b holds sequence b's keys).
+  std::vector<uint8_t> pool(static_cast<size_t>(2 * ps * (D + 4)), 0);
+  for (int64_t r = 0; r < S; ++r) {
+    const int64_t page = bt[size_t(r)], slot = r - key_base[size_t(r)];
+    uint8_t* base = pool.data() + page * ps * (D + 4);
+    std::memcpy(base + slot * D, k8.data() + r * D, size_t(D));
+    std::memcpy(base + ps * D + 4 * slot, &ks[size_t(r)], 4);
+  }
+  std::vector<float> wf(w.size());
+  for (int64_t t = 0; t < S; ++t)
+    for (int64_t h = 0; h < H; ++h)
+      wf[size_t(t * H + h)] = w[size_t(t * H + h)] * float(std::pow(double(H), -0.5)) * qs[size_t(t * H + h)] *
+                              float(std::pow(double(D), -0.5));
+  std::vector<float> out(static_cast<size_t>(S * N));
+  R.indexer_logits({q8.data(), wf.data(), {pool.data(), bt.data(), 1, ps, D, 2}, end.data(), out.data(), S, H, N});
+  std::vector<double> q0(static_cast<size_t>(S * H * D)), k0(static_cast<size_t>(S * D)), w0 = widen(w);
+  for (int64_t i = 0; i < S * H * D; ++i) q0[size_t(i)] = double(kFp8Table[q8[size_t(i)]]) * qs[size_t(i / D)];
+  for (int64_t i = 0; i < S * D; ++i) k0[size_t(i)] = double(kFp8Table[k8[size_t(i)]]) * ks[size_t(i / D)];
+  const double c = 1.0 / std::sqrt(double(H * D));
+  auto logit = [&](const std::vector<double>& q, const std::vector<double>& k, const std::vector<double>& wv, int64_t t,
+                   int64_t s) {
+    double a = 0;
+    for (int64_t h = 0; h < H; ++h) {
+      double dot = 0;
+      for (int64_t d = 0; d < D; ++d) dot += q[size_t((t * H + h) * D + d)] * k[size_t((key_base[size_t(t)] + s) * D + d)];
+      a += c * wv[size_t(t * H + h)] * std::max(dot, 0.0);
+    }
+    return a;
+  };
+  // The backward's formula is the forward op's (fp32 rounding apart).
+  for (int64_t t = 0; t < S; ++t)
+    for (int64_t s = 0; s < end[size_t(t)]; ++s) {
+      const double ref = logit(q0, k0, w0, t, s);
+      EXPECT_NEAR(out[size_t(t * N + s)], ref, 1e-5 * std::max(1.0, std::fabs(ref))) << t << "," << s;
+    }
+  auto dI = rng.floats(size_t(S * N));
+  std::vector<float> dw(static_cast<size_t>(S * H)), dq(static_cast<size_t>(S * H * D)), dk(static_cast<size_t>(S * D), 0.0f);
+  G.indexer_logits_bwd({q8.data(), qs.data(), k8.data(), ks.data(), w.data(), key_base.data(), end.data(), dI.data(),
+                        dw.data(), dq.data(), dk.data(), S, H, D, S, N});
+  auto f = [&](const std::vector<double>& q, const std::vector<double>& k, const std::vector<double>& wv) {
+    double L = 0;
+    for (int64_t t = 0; t < S; ++t)
+      for (int64_t s = 0; s < end[size_t(t)]; ++s) L += dI[size_t(t * N + s)] * logit(q, k, wv, t, s);
+    return L;
+  };
+  EXPECT_LT(fd_rel_err([&](const auto& v) { return f(v, k0, w0); }, q0, dq, sample(q0.size(), 100, rng), 1e-7), 1e-5);
+  EXPECT_LT(fd_rel_err([&](const auto& v) { return f(q0, v, w0); }, k0, dk, sample(k0.size(), 100, rng), 1e-7), 1e-5);
+  EXPECT_LT(fd_rel_err([&](const auto& v) { return f(q0, k0, v); }, w0, dw, sample(w0.size(), 15, rng)), kFdTol);
+}
+
 }  // namespace
 }  // namespace dsa

@@ -18,19 +18,7 @@ namespace {
 namespace fs = std::filesystem;
 using train::TrainConfig;
 
-// A fixed list of batches, cycled; its position is the index.
-class ListSource : public train::BatchSource {
- public:
-  explicit ListSource(std::vector<TrainBatch> b) : b_(std::move(b)) {}
-  TrainBatch next() override { return b_[i_++ % b_.size()]; }
-  std::string state() const override { return std::to_string(i_); }
-  void restore(const std::string& s) override { i_ = std::stoul(s); }
-  void rewind() override { i_ = 0; }
-
- private:
-  std::vector<TrainBatch> b_;
-  size_t i_ = 0;
-};
+using test::ListSource;
 
 TrainBatch batch(int64_t B, int64_t T, uint32_t seed) {
   test::Rng rng(seed);

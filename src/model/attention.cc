@@ -58,6 +58,8 @@ Tensor run_indexer(const LayerContext& ctx, const LayerWeights& w, int64_t layer
   ops.convert({xn.data, x32.data, S * H, true});
   Tensor wts = be.alloc(DType::F32, {S, ih});
   ops.linear_f32({x32.ptr<float>(), w.idx_weights_proj.ptr<bf16>(), wts.ptr<float>(), S, ih, H});
+  IndexerTape* it = ctx.tape && ctx.opt.score_indexer ? &ctx.tape->indexer : nullptr;
+  if (it) *it = IndexerTape{q8, qs, k8, ks, k0, clone(be, wts), {}, {}};
   ops.indexer_weights({wts.ptr<float>(), qs.ptr<float>(), S * ih, float(std::pow(double(ih), -0.5)),
                        float(std::pow(double(D), -0.5))});
   dump_f32(ctx, layer, "indexer.weights", wts.ptr<float>(), {ih});
@@ -77,6 +79,10 @@ Tensor run_indexer(const LayerContext& ctx, const LayerWeights& w, int64_t layer
   Tensor idx = be.alloc(DType::I32, {S, K});
   ops.topk({scores.ptr<float>(), ends_dev.ptr<int32_t>(), idx.ptr<int32_t>(), S, end, K});
   if (ctx.tape) ctx.tape->index_scores = scores;
+  if (it) {
+    it->scores = scores;
+    it->topk = idx;
+  }
   return idx;
 }
 
@@ -87,7 +93,7 @@ Tensor select_keys(const LayerContext& ctx, const LayerWeights& w, int64_t layer
   Backend& be = ctx.be;
   const int64_t S = ctx.S;
   const std::vector<int32_t>& pos = ctx.rows.pos;
-  Tensor idx = run_indexer(ctx, w, layer, xn, qr, !ctx.opt.dense);
+  Tensor idx = run_indexer(ctx, w, layer, xn, qr, !ctx.opt.dense || ctx.opt.score_indexer);
   int64_t K = ctx.cfg.index_topk;
   if (ctx.opt.dense) {
     K = 0;

@@ -32,6 +32,15 @@ struct MlpTape {
   Tensor x8, xs;   // act_quant of the input (the GEMMs' A operand) [M, H], [M, ceil(H/128)]
   Tensor g, u, h;  // bf16 [M, I]: gate, up, silu(gate)*up
 };
+// The indexer's forward, for its KL loss (ForwardOptions::score_indexer).
+struct IndexerTape {
+  Tensor q8, qs;    // act_quant of the rotated queries [S, ih, D], [S, ih]
+  Tensor k8, ks;    // of the rotated keys [S, D], [S]
+  Tensor k0;        // k_norm input (wk output) bf16 [S, D]
+  Tensor w;         // weights_proj output before indexer_weights, fp32 [S, ih]
+  Tensor scores;    // [S, max_end] fp32 logits
+  Tensor topk;      // [S, index_topk] the indexer's own top-k (logical positions, -1 = none)
+};
 struct LayerTape {
   Tensor h_in, res_in;            // attn_norm inputs (res_in empty for the first block)
   Tensor xn;                      // attn_norm output
@@ -48,6 +57,7 @@ struct LayerTape {
   MlpTape routed;                 // x8/xs = act_quant of xn2 (token rows), g/u/h grouped [R, I]
   Tensor routed_out;              // [R, H] expert outputs (bf16)
   Tensor index_scores;            // [S, max_end] fp32 indexer logits (when scored)
+  IndexerTape indexer;            // when ForwardOptions::score_indexer
 };
 
 struct LayerContext {

@@ -56,6 +56,9 @@ struct ForwardOptions {
   // do. Mathematically equal, other rounding: a prompt prefilled this way gives the same logits,
   // bit for bit, as feeding its tokens one at a time.
   bool absorbed_prefill = false;
+  // Score the indexer even in dense mode (its top-k computed, not used), and keep its tensors on
+  // the training tape (LayerTape::indexer): the indexer's KL loss (model/indexer_loss.h).
+  bool score_indexer = false;
 };
 
 class Model {

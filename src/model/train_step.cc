@@ -8,6 +8,7 @@
 #include <cmath>
 
 #include "model/backward.h"
+#include "model/indexer_loss.h"
 
 namespace dsa {
 
@@ -174,6 +175,30 @@ TrainResult TrainStep::step(const TrainBatch& batch, const TrainOptions& opt, fl
   ForwardOptions fo;
   fo.dense = opt.dense;
   fo.absorbed_prefill = true;
+  // Indexer KL / recall: the indexer scored and taped; rows of a sequence are contiguous from
+  // position 0, so the key row of position s of row r's sequence is r - pos[r] + s.
+  fo.score_indexer = opt.indexer_kl > 0 || opt.indexer_recall;
+  const bool kl_on = fo.score_indexer, recall = opt.indexer_recall && opt.dense;
+  const bool lm_bwd = backward && opt.lm_backward;
+  const float kl_coef = backward && opt.indexer_kl > 0 ? float(opt.indexer_kl * grad_scale) : 0.0f;
+  auto key_base_of = [&](const Model::Rows& rr) {
+    std::vector<int32_t> kb(rr.pos.size());
+    for (size_t r = 0; r < kb.size(); ++r) kb[r] = int32_t(int64_t(r) - rr.pos[r]);
+    return be.upload(kb, DType::I32);
+  };
+  Tensor kb_main;
+  if (kl_on) kb_main = key_base_of(rows);
+  TrainResult res;
+  if (kl_on) {
+    res.layer_kl.assign(size_t(nl), 0.0);
+    if (recall) res.layer_recall.assign(size_t(nl), 0.0);
+  }
+  // coef / rows: the gradient of indexer_kl · mean_t KL_t.
+  auto layer_kl = [&](const GradContext& c, const LayerWeights& lw, int64_t layer, const LayerTape& t, const Tensor& kb) {
+    const IndexerKlStats st = indexer_kl(c, lw, layer, t, kb, kl_coef / float(std::max<int64_t>(c.S, 1)), recall);
+    res.layer_kl[size_t(layer)] = st.rows ? st.loss_sum / double(st.rows) : 0.0;
+    if (recall) res.layer_recall[size_t(layer)] = st.rows ? st.recall_sum / double(st.rows) : 0.0;
+  };
   Decisions replay_main, rec_main;
   if (opt.replay) {
     join_decisions(*opt.replay, 0, n, nl, replay_main);
@@ -184,7 +209,8 @@ TrainResult TrainStep::step(const TrainBatch& batch, const TrainOptions& opt, fl
     fo.record = &rec_main;
   }
   Tensor h = m_.embed_rows(inputs);
-  m_.prepare(rows, fo, true);
+  m_.prepare(rows, fo, true);  // (may grow the RoPE tables: their pointers are read after it)
+  GradContext gc{cfg, be, p_, rows, S, m_.rope_cos_dev_.ptr<float>(), m_.rope_sin_dev_.ptr<float>()};
   std::vector<LayerTape> tapes(static_cast<size_t>(n));
   const bool recompute = backward && opt.recompute;
   std::vector<Tensor> h_in(static_cast<size_t>(n)), res_in(static_cast<size_t>(n));  // recompute: block inputs
@@ -194,12 +220,18 @@ TrainResult TrainStep::step(const TrainBatch& batch, const TrainOptions& opt, fl
                      backward && !recompute ? &tapes[size_t(i)] : nullptr};
     // Routing statistics (balance loss, loads) come from the tape; under recompute from the
     // backward's rebuilt one.
-    if (!backward && (cfg.is_moe_layer(i) && opt.balance_alpha > 0)) ctx.tape = &tapes[size_t(i)];
+    const bool keep_tape = !backward && cfg.is_moe_layer(i) && opt.balance_alpha > 0;
+    if (keep_tape || (!backward && kl_on)) ctx.tape = &tapes[size_t(i)];
     if (recompute) {
       h_in[size_t(i)] = clone(be, h);
       if (residual.data) res_in[size_t(i)] = clone(be, residual);
     }
     run_layer(ctx, W.layers[size_t(i)], i, h, residual);
+    if (kl_on && ctx.tape) {
+      layer_kl(gc, W.layers[size_t(i)], i, tapes[size_t(i)], kb_main);
+      tapes[size_t(i)].indexer = IndexerTape{};
+      if (!backward && !keep_tape) tapes[size_t(i)] = LayerTape{};
+    }
   }
   const Tensor h_last = h, res_last = clone(be, residual);
   Tensor hn = be.alloc(DType::BF16, {S, H});
@@ -250,6 +282,11 @@ TrainResult TrainStep::step(const TrainBatch& batch, const TrainOptions& opt, fl
     run_layer(ctx, mw.layer, n, hm, res_m);
     hm_last = hm;
     resm_last = clone(be, res_m);
+    if (kl_on) {
+      GradContext gm{cfg, be, p_, mrows, Sm, m_.rope_cos_dev_.ptr<float>(), m_.rope_sin_dev_.ptr<float>()};
+      layer_kl(gm, mw.layer, n, mtape, key_base_of(mrows));
+      mtape.indexer = IndexerTape{};
+    }
     hnm = be.alloc(DType::BF16, {Sm, H});
     ops.rms_norm({hm.ptr<bf16>(), res_m.ptr<bf16>(), mw.head_norm.ptr<float>(), hnm.ptr<bf16>(), Sm, H, eps});
   }
@@ -261,7 +298,6 @@ TrainResult TrainStep::step(const TrainBatch& batch, const TrainOptions& opt, fl
   }
 
   // ---- losses
-  TrainResult res;
   std::vector<int32_t> targets;
   std::vector<float> g_main;
   double wsum = 0;
@@ -274,10 +310,10 @@ TrainResult TrainStep::step(const TrainBatch& batch, const TrainOptions& opt, fl
   for (int64_t b = 0; b < B; ++b)
     for (int64_t t = 0; t < T; ++t) g_main.push_back(wsum > 0 ? float(-double(wt(b, t)) / wsum * grad_scale) : 0.0f);
   Tensor d_hn, d_hnm;
-  float* d_head = backward ? p_.grad("lm_head.weight") : nullptr;
-  if (backward) d_hn = be.alloc(DType::F32, {S, H});
-  head_loss(m_, be, W.lm_head, hn, targets, backward ? &g_main : nullptr, res.logprobs,
-            backward ? d_hn.ptr<float>() : nullptr, d_head);
+  float* d_head = lm_bwd ? p_.grad("lm_head.weight") : nullptr;
+  if (lm_bwd) d_hn = be.alloc(DType::F32, {S, H});
+  head_loss(m_, be, W.lm_head, hn, targets, lm_bwd ? &g_main : nullptr, res.logprobs,
+            lm_bwd ? d_hn.ptr<float>() : nullptr, d_head);
   for (int64_t r = 0; r < S; ++r) res.loss_main -= wsum > 0 ? double(wt(r / T, r % T)) * res.logprobs[r] / wsum : 0.0;
   if (mtp) {
     std::vector<int32_t> mt;
@@ -288,9 +324,9 @@ TrainResult TrainStep::step(const TrainBatch& batch, const TrainOptions& opt, fl
     for (int64_t b = 0; b < B; ++b)
       for (int64_t t = 0; t + 1 < T; ++t)
         gm.push_back(ws > 0 ? float(-opt.mtp_weight * double(wt(b, t + 1)) / ws * grad_scale) : 0.0f);
-    if (backward) d_hnm = be.alloc(DType::F32, {Sm, H});
-    head_loss(m_, be, W.lm_head, hnm, mt, backward ? &gm : nullptr, res.mtp_logprobs,
-              backward ? d_hnm.ptr<float>() : nullptr, d_head);
+    if (lm_bwd) d_hnm = be.alloc(DType::F32, {Sm, H});
+    head_loss(m_, be, W.lm_head, hnm, mt, lm_bwd ? &gm : nullptr, res.mtp_logprobs,
+              lm_bwd ? d_hnm.ptr<float>() : nullptr, d_head);
     for (int64_t b = 0; b < B; ++b)
       for (int64_t t = 0; t + 1 < T; ++t)
         res.loss_mtp -= ws > 0 ? double(wt(b, t + 1)) * res.mtp_logprobs[size_t(b * (T - 1) + t)] / ws : 0.0;
@@ -304,9 +340,9 @@ TrainResult TrainStep::step(const TrainBatch& batch, const TrainOptions& opt, fl
     if (opt.balance_alpha > 0) {
       const std::vector<float> lg = be.to_host<float>(t.logits);
       std::vector<float> ds;
-      res.loss_bal += balance_loss(cfg, lg, ex, B, rows_per_seq, opt.balance_alpha, grad_scale, backward ? &ds : nullptr,
+      res.loss_bal += balance_loss(cfg, lg, ex, B, rows_per_seq, opt.balance_alpha, grad_scale, lm_bwd ? &ds : nullptr,
                                    load);
-      if (backward) d_scores[size_t(layer)] = be.upload(ds, DType::F32);
+      if (lm_bwd) d_scores[size_t(layer)] = be.upload(ds, DType::F32);
     } else {
       for (int32_t e : ex) ++load[size_t(e)];
     }
@@ -316,6 +352,7 @@ TrainResult TrainStep::step(const TrainBatch& batch, const TrainOptions& opt, fl
     for (auto& l : loads)
       if (!l.empty()) res.expert_load.push_back(std::move(l));
     res.loss = res.loss_main + opt.mtp_weight * res.loss_mtp + res.loss_bal;
+    for (double v : res.layer_kl) res.loss_kl += v;
   };
   for (int64_t i = 0; i < n; ++i)
     if (cfg.is_moe_layer(i) && tapes[size_t(i)].experts.data) balance(tapes[size_t(i)], i, T);
@@ -328,8 +365,10 @@ TrainResult TrainStep::step(const TrainBatch& batch, const TrainOptions& opt, fl
   // ---- backward
   const float* cosp = m_.rope_cos_dev_.ptr<float>();
   const float* sinp = m_.rope_sin_dev_.ptr<float>();
+  gc.rope_cos = cosp;
+  gc.rope_sin = sinp;
   float* d_embed = p_.grad("model.embed_tokens.weight");
-  if (mtp) {
+  if (mtp && lm_bwd) {
     const MtpWeights& mw = W.mtp[0];
     const std::string pre = fmt::format("model.layers.{}.", n);
     GradContext gc{cfg, be, p_, mrows, Sm, cosp, sinp};
@@ -363,10 +402,12 @@ TrainResult TrainStep::step(const TrainBatch& batch, const TrainOptions& opt, fl
     ops.grad->scatter_add_rows({d_hn.ptr<float>(), d_hng.ptr<float>(), dd.ptr<int32_t>(), pd.ptr<int32_t>(),
                                 sd.ptr<int32_t>(), Sm, H});
   }
-  GradContext gc{cfg, be, p_, rows, S, cosp, sinp};
-  Tensor d = be.alloc(DType::F32, {S, H});
-  ops.grad->rms_norm_bwd({h_last.ptr<bf16>(), res_last.ptr<bf16>(), W.final_norm.ptr<float>(), d_hn.ptr<float>(),
+  Tensor d;
+  if (lm_bwd) {
+    d = be.alloc(DType::F32, {S, H});
+    ops.grad->rms_norm_bwd({h_last.ptr<bf16>(), res_last.ptr<bf16>(), W.final_norm.ptr<float>(), d_hn.ptr<float>(),
                           nullptr, d.ptr<float>(), p_.grad("model.norm.weight"), S, H, eps});
+  }
   ForwardOptions fr = fo;  // the recompute pass: same decisions (deterministic, or replayed), nothing recorded
   fr.record = nullptr;
   for (int64_t i = n - 1; i >= 0; --i) {
@@ -377,13 +418,15 @@ TrainResult TrainStep::step(const TrainBatch& batch, const TrainOptions& opt, fl
       LayerContext ctx{cfg, be, rows, S, cosp, sinp, fr, &tapes[size_t(i)]};
       run_layer(ctx, W.layers[size_t(i)], i, hh, rr);
       if (cfg.is_moe_layer(i)) balance(tapes[size_t(i)], i, T);
+      if (kl_on) layer_kl(gc, W.layers[size_t(i)], i, tapes[size_t(i)], kb_main);
     }
-    layer_bwd(gc, W.layers[size_t(i)], i, tapes[size_t(i)], d,
-              d_scores[size_t(i)].data ? d_scores[size_t(i)].ptr<float>() : nullptr);
+    if (lm_bwd)
+      layer_bwd(gc, W.layers[size_t(i)], i, tapes[size_t(i)], d,
+                d_scores[size_t(i)].data ? d_scores[size_t(i)].ptr<float>() : nullptr);
     tapes[size_t(i)] = LayerTape{};
     d_scores[size_t(i)] = Tensor{};
   }
-  scatter_rows_by_id(be, inputs, d.ptr<float>(), H, d_embed);
+  if (lm_bwd) scatter_rows_by_id(be, inputs, d.ptr<float>(), H, d_embed);
   finish();
   return res;
 }

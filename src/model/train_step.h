@@ -25,6 +25,15 @@ struct TrainOptions {
   // the block's forward again (same ops, same decisions: bit-identical) to rebuild its tape just
   // before its backward. Same gradients, one block's tape alive at a time, one more forward.
   bool recompute = false;
+  // The indexer's KL loss (DSA conversion, docs/dsa_conversion.md): its weight; the objective gets
+  // indexer_kl · Σ_layers mean_t KL_t, whose gradient reaches the indexers' parameters only.
+  double indexer_kl = 0.0;
+  // Measure each layer's indexer recall (the share of the dense attention's mass inside the
+  // indexer's top-k; dense mode only).
+  bool indexer_recall = false;
+  // false: the LM losses (CE, MTP, balance) are computed but send no gradient (the warm-up, where
+  // only the indexer learns and the main model's backward is skipped).
+  bool lm_backward = true;
   // Decisions to force, one per sequence: layers 0..n-1 hold its T main rows, layer n (when MTP
   // runs) its T-1 MTP rows. Keep routing (RL) and fixtures.
   const std::vector<Decisions>* replay = nullptr;
@@ -37,6 +46,8 @@ struct TrainResult {
   std::vector<double> logprobs;                   // [B*T] log p(target) of the main head
   std::vector<double> mtp_logprobs;               // [B*(T-1)] of the MTP head
   std::vector<std::vector<int64_t>> expert_load;  // per MoE layer (main, then MTP): [E] choices
+  double loss_kl = 0;                             // Σ over layers of mean_t KL_t (when indexer_kl or recall)
+  std::vector<double> layer_kl, layer_recall;     // per layer (main, then MTP): mean_t KL_t, mean_t recall_t
 };
 
 class TrainStep {

@@ -211,6 +211,46 @@ struct Axpy {
   int64_t n;
 };
 
+// The indexer's KL loss of one layer (docs/dsa_conversion.md §1), per query row t over the slots
+// j < K with idx[t,j] >= 0 (the keys its attention ran over):
+//   target p[j] = Σ_h P[t,h,j] / Σ_{h,j'} P[t,h,j']  (attention probabilities summed over heads, L1-normalised);
+//   q[j] = softmax_j(scores[t, idx[t,j]]);  loss[t] = Σ_j p[j] (log p[j] - log q[j])  (0 log 0 = 0);
+//   d_scores[t, s] = coef * (q[j] - p[j]) at s = idx[t,j], 0 elsewhere (written; nullptr: none).
+// recall[t] (when sel is set) = Σ p[j] over the slots whose key is in sel[t, 0:ksel] (-1 = none):
+// the share of the target inside the indexer's top-k. Sums in double, slots in increasing j.
+struct IndexerKl {
+  const float* P;        // [S, H, K] attention probabilities (sparse_mla_bwd_q's P)
+  const int32_t* idx;    // [S, K] logical key positions, -1 = empty slot
+  const float* scores;   // [S, N] indexer logits (indexer_logits' out)
+  const int32_t* sel;    // [S, ksel] logical positions or nullptr
+  double* loss;          // [S]
+  double* recall;        // [S] or nullptr
+  float* d_scores;       // [S, N] or nullptr
+  int64_t S, H, K, N, ksel;
+  float coef;
+};
+
+// Backward of indexer_logits, straight through its FP8 steps: with q~[t,h] = fp32(q8[t,h]) qs[t,h],
+// k~[r] = fp32(k8[r]) ks[r], a = q~[t,h]·k~[r] for the key r = key_base[t] + s (s < end[t]), the
+// forward is I[t,s] = c Σ_h w[t,h] max(a, 0) (c = H^-0.5 D^-0.5; w = weights_proj's output before
+// indexer_weights). Given dI [S, N]:
+//   dw[t,h] = c Σ_s dI relu(a);  dq[t,h] = c w[t,h] Σ_{s: a>0} dI k~[r];  dk[r] += c Σ_{t,h: a>0} dI w q~
+// (dw and dq written, dk accumulated; fixed order: t, then h, then s increasing).
+struct IndexerLogitsBwd {
+  const fp8* q8;             // [S, H, D]
+  const float* qs;           // [S, H]
+  const fp8* k8;             // [NK, D] key rows
+  const float* ks;           // [NK]
+  const float* w;            // [S, H]
+  const int32_t* key_base;   // [S] key row of position 0 of each query's sequence
+  const int32_t* end;        // [S] visible keys
+  const float* dI;           // [S, N]
+  float* dw;                 // [S, H]
+  float* dq;                 // [S, H, D]
+  float* dk;                 // [NK, D]
+  int64_t S, H, D, NK, N;
+};
+
 struct GradTable {
   void (*gemm)(const Gemm&);
   void (*dequant)(const Dequant&);
@@ -229,6 +269,9 @@ struct GradTable {
   void (*adamw)(const AdamW&);
   void (*sum_squares)(const SumSquares&);
   void (*axpy)(const Axpy&);
+  // Indexer training (DSA conversion); nullptr on a backend that lacks them.
+  void (*indexer_kl)(const IndexerKl&) = nullptr;
+  void (*indexer_logits_bwd)(const IndexerLogitsBwd&) = nullptr;
 };
 
 const GradTable& ref_grad_ops();

@@ -127,6 +127,8 @@ TrainConfig parse_train_config(const json& j, const std::string& base_dir) {
     l.get("mtp_weight", c.mtp_weight);
     l.get("balance_alpha", c.balance_alpha);
     l.get("bias_gamma", c.bias_gamma);
+    l.get("indexer_kl", c.indexer_kl);
+    l.get("lm", c.lm);
     l.done();
   }
   {
@@ -153,6 +155,8 @@ TrainConfig parse_train_config(const json& j, const std::string& base_dir) {
   DSA_CHECK(c.attention == "dense" || c.attention == "sparse", "train config: loss.attention must be dense or sparse");
   DSA_CHECK(c.mtp_weight >= 0 && c.balance_alpha >= 0 && c.bias_gamma >= 0, "train config: loss weights must be >= 0");
   DSA_CHECK(c.mtp || c.mtp_weight == 0, "train config: loss.mtp_weight > 0 needs model.mtp");
+  DSA_CHECK(c.indexer_kl >= 0, "train config: loss.indexer_kl must be >= 0");
+  DSA_CHECK(c.lm || c.indexer_kl > 0, "train config: loss.lm false trains nothing unless loss.indexer_kl > 0");
   DSA_CHECK(c.log_every >= 1 && c.eval_every >= 0 && c.eval_batches >= 1 && c.checkpoint_every >= 0 &&
                 c.keep_checkpoints >= 1 && c.export_shard_mb >= 1,
             "train config: run.* intervals must be >= 0 (counts >= 1)");
@@ -190,7 +194,7 @@ json to_json(const TrainConfig& c) {
                      {"eps", c.adamw.eps}, {"weight_decay", c.adamw.weight_decay}, {"clip", c.adamw.clip},
                      {"freeze", c.freeze}}},
       {"loss", {{"attention", c.attention}, {"mtp_weight", c.mtp_weight}, {"balance_alpha", c.balance_alpha},
-                {"bias_gamma", c.bias_gamma}}},
+                {"bias_gamma", c.bias_gamma}, {"indexer_kl", c.indexer_kl}, {"lm", c.lm}}},
       {"run", {{"out", c.out}, {"log_every", c.log_every}, {"eval_every", c.eval_every},
                {"eval_batches", c.eval_batches}, {"checkpoint_every", c.checkpoint_every},
                {"keep_checkpoints", c.keep_checkpoints}, {"export_at_end", c.export_at_end},

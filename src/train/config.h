@@ -33,6 +33,11 @@ struct TrainConfig {
   // losses
   std::string attention = "dense";  // "dense" | "sparse"
   double mtp_weight = 0.3, balance_alpha = 1e-4, bias_gamma = 1e-3;
+  // DSA conversion (docs/dsa_conversion.md): weight of the indexer's KL loss (0 = off), and
+  // whether the LM losses train the model (false = the dense warm-up: only the indexer learns,
+  // every other parameter is frozen).
+  double indexer_kl = 0.0;
+  bool lm = true;
   // run
   std::string out = "runs/train";
   int64_t log_every = 1, eval_every = 50, eval_batches = 4, checkpoint_every = 0, keep_checkpoints = 2;

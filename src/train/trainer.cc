@@ -104,11 +104,16 @@ Trainer::Trainer(TrainConfig cfg, Log log) : cfg_(std::move(cfg)), log_(std::mov
   params_->load(Checkpoint::open(init));
   DSA_CHECK(cfg_.mtp_weight == 0 || params_->has_mtp(),
             "train config: loss.mtp_weight > 0 but the model has no MTP layer (set model.mtp false or mtp_weight 0)");
-  opt_ = std::make_unique<AdamW>(*params_, cfg_.adamw, cfg_.freeze);
+  std::vector<std::string> freeze = cfg_.freeze;
+  if (!cfg_.lm) freeze.push_back("^(?!.*\\.indexer\\.).*$");  // the warm-up: only the indexers learn
+  opt_ = std::make_unique<AdamW>(*params_, cfg_.adamw, freeze);
   topt_.dense = cfg_.attention == "dense";
   topt_.mtp_weight = params_->has_mtp() ? cfg_.mtp_weight : 0.0;
   topt_.balance_alpha = cfg_.balance_alpha;
   topt_.recompute = cfg_.recompute;
+  topt_.indexer_kl = cfg_.indexer_kl;
+  topt_.lm_backward = cfg_.lm;
+  model_->set_weights(params_->forward_weights());
   log_(fmt::format("model {}: {} layers, hidden {}, vocab {}, {:.2f}M parameters ({:.2f}M trained), backend {}",
                    init, mc.num_hidden_layers, mc.hidden_size, mc.vocab_size, params_->count() / 1e6,
                    opt_->trainable_count() / 1e6, ops.name));
@@ -161,6 +166,8 @@ double Trainer::validate() {
   TrainOptions o = topt_;
   o.mtp_weight = 0;
   o.balance_alpha = 0;
+  o.indexer_kl = 0;
+  o.indexer_recall = false;
   double sum = 0, w = 0;
   for (int64_t i = 0; i < cfg_.eval_batches; ++i) {
     const TrainResult r = step.evaluate(val_->next(), o);
@@ -168,6 +175,33 @@ double Trainer::validate() {
     w += r.weight_sum;
   }
   return w > 0 ? sum / w : NAN;
+}
+
+Trainer::IndexerEval Trainer::validate_indexer() {
+  IndexerEval ev;
+  if (!val_) return ev;
+  val_->rewind();
+  TrainStep step(*model_, *params_);
+  TrainOptions o = topt_;
+  o.dense = true;
+  o.mtp_weight = 0;
+  o.balance_alpha = 0;
+  o.indexer_kl = 1;
+  o.indexer_recall = true;
+  double rows = 0;
+  for (int64_t i = 0; i < cfg_.eval_batches; ++i) {
+    const TrainBatch b = val_->next();
+    const TrainResult r = step.evaluate(b, o);
+    const double n = double(b.B * b.T);
+    if (ev.layer_kl.empty()) ev.layer_kl.assign(r.layer_kl.size(), 0.0), ev.recall.assign(r.layer_recall.size(), 0.0);
+    for (size_t l = 0; l < r.layer_kl.size(); ++l) ev.layer_kl[l] += r.layer_kl[l] * n;
+    for (size_t l = 0; l < r.layer_recall.size(); ++l) ev.recall[l] += r.layer_recall[l] * n;
+    rows += n;
+  }
+  ev.kl = 0;
+  for (double& v : ev.layer_kl) ev.kl += v /= rows;
+  for (double& v : ev.recall) v /= rows;
+  return ev;
 }
 
 RunSummary Trainer::run(bool resume, const std::atomic<bool>* stop_flag) {
@@ -205,7 +239,7 @@ RunSummary Trainer::run(bool resume, const std::atomic<bool>* stop_flag) {
   truncate_metrics(csv, step, true);
   std::ofstream mj(jsonl, std::ios::app), mc(csv, std::ios::app);
   if (fs::file_size(csv, ec) == 0 || ec)
-    mc << "step,loss,loss_main,loss_mtp,loss_bal,lr,grad_norm,tokens,tok_s,mfu,val_loss\n";
+    mc << "step,loss,loss_main,loss_mtp,loss_bal,lr,grad_norm,tokens,tok_s,mfu,val_loss,loss_kl,val_kl,recall_min\n";
   const double fpt = flops_per_token();
   const double peak = cfg_.peak_tflops > 0 ? cfg_.peak_tflops * 1e12
                       : model_->backend().device()  ? 989.4e12  // H200 bf16 dense tensor peak (datasheet)
@@ -231,7 +265,7 @@ RunSummary Trainer::run(bool resume, const std::atomic<bool>* stop_flag) {
     }
     params_->zero_grad();
     TrainResult acc;
-    double loss = 0, lm = 0, lmtp = 0, lbal = 0;
+    double loss = 0, lm = 0, lmtp = 0, lbal = 0, lkl = 0;
     int64_t ntok = 0;
     for (int64_t a = 0; a < cfg_.accumulate; ++a) {
       const TrainBatch b = train_->next();
@@ -240,6 +274,7 @@ RunSummary Trainer::run(bool resume, const std::atomic<bool>* stop_flag) {
       lm += r.loss_main / double(cfg_.accumulate);
       lmtp += r.loss_mtp / double(cfg_.accumulate);
       lbal += r.loss_bal / double(cfg_.accumulate);
+      lkl += r.loss_kl / double(cfg_.accumulate);
       ntok += b.B * b.T;
       if (acc.expert_load.empty()) acc.expert_load = r.expert_load;
       else
@@ -258,7 +293,12 @@ RunSummary Trainer::run(bool resume, const std::atomic<bool>* stop_flag) {
     const double tps = run_tokens / std::max(secs, 1e-9);
     const double mfu = peak > 0 ? tps * fpt / peak : NAN;
     double val = NAN;
-    if ((cfg_.eval_every > 0 && step % cfg_.eval_every == 0) || step == cfg_.steps) val = validate();
+    IndexerEval iev;
+    if ((cfg_.eval_every > 0 && step % cfg_.eval_every == 0) || step == cfg_.steps) {
+      val = validate();
+      if (cfg_.indexer_kl > 0) iev = validate_indexer();
+    }
+    const double rec_min = iev.recall.empty() ? NAN : *std::min_element(iev.recall.begin(), iev.recall.end());
     json load_stats = json::array();
     for (auto& l : acc.expert_load) {
       double mean = 0, mx = 0;
@@ -270,6 +310,12 @@ RunSummary Trainer::run(bool resume, const std::atomic<bool>* stop_flag) {
              {"loss_bal", lbal},   {"lr", lr},       {"grad_norm", st.grad_norm}, {"tokens", tokens_total},
              {"tok_s", tps},       {"elapsed", seconds_before + secs}, {"load_max_over_mean", load_stats}};
     if (std::isfinite(mfu)) rec["mfu"] = mfu;
+    if (cfg_.indexer_kl > 0) rec["loss_kl"] = lkl;
+    if (std::isfinite(iev.kl)) {
+      rec["val_kl"] = iev.kl;
+      rec["val_layer_kl"] = iev.layer_kl;
+      rec["recall"] = iev.recall;
+    }
     if (std::isfinite(val)) {
       rec["val_loss"] = val;
       rec["expert_load"] = acc.expert_load;
@@ -277,9 +323,11 @@ RunSummary Trainer::run(bool resume, const std::atomic<bool>* stop_flag) {
     }
     mj << rec.dump() << "\n";
     mj.flush();
-    mc << fmt::format("{},{:.6f},{:.6f},{:.6f},{:.6g},{:.6g},{:.6g},{:.0f},{:.1f},{},{}\n", step, loss, lm, lmtp, lbal,
-                      lr, st.grad_norm, tokens_total, tps, std::isfinite(mfu) ? fmt::format("{:.4f}", mfu) : "",
-                      std::isfinite(val) ? fmt::format("{:.6f}", val) : "");
+    auto opt_num = [](double v, const char* f) { return std::isfinite(v) ? fmt::format(fmt::runtime(f), v) : ""; };
+    mc << fmt::format("{},{:.6f},{:.6f},{:.6f},{:.6g},{:.6g},{:.6g},{:.0f},{:.1f},{},{},{},{},{}\n", step, loss, lm, lmtp,
+                      lbal, lr, st.grad_norm, tokens_total, tps, opt_num(mfu, "{:.4f}"), opt_num(val, "{:.6f}"),
+                      cfg_.indexer_kl > 0 ? fmt::format("{:.6f}", lkl) : "", opt_num(iev.kl, "{:.6f}"),
+                      opt_num(rec_min, "{:.4f}"));
     mc.flush();
     sum.loss = lm;
     if (step % cfg_.log_every == 0 || step == cfg_.steps || std::isfinite(val)) {
@@ -287,7 +335,9 @@ RunSummary Trainer::run(bool resume, const std::atomic<bool>* stop_flag) {
       std::string line = fmt::format("step {}/{} | loss {:.4f} | lr {:.2e} | {:.0f} tok/s", step, cfg_.steps, lm, lr, tps);
       if (std::isfinite(mfu)) line += fmt::format(" | MFU {:.1f}%", 100 * mfu);
       line += fmt::format(" | ETA {}", human_time(eta));
+      if (cfg_.indexer_kl > 0) line += fmt::format(" | kl {:.4f}", lkl);
       if (std::isfinite(val)) line += fmt::format(" | val {:.4f}", val);
+      if (std::isfinite(rec_min)) line += fmt::format(" | recall min {:.3f}", rec_min);
       if (tty && !std::isfinite(val)) std::fprintf(stderr, "\r%s\x1b[K", line.c_str());
       else std::fprintf(stderr, "%s%s\n", tty ? "\r" : "", line.c_str());
     }

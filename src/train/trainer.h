@@ -51,6 +51,14 @@ class Trainer {
   // Model FLOPs of one training token (6 N_active + attention, forward + backward).
   double flops_per_token() const;
   double validate();  // mean validation loss over cfg.eval_batches batches
+  // The indexer on the validation batches under dense attention: mean KL per token summed over
+  // layers, and per layer (main, then MTP) the mean KL and the recall (share of the dense
+  // attention's mass inside the indexer's top-k).
+  struct IndexerEval {
+    double kl = NAN;
+    std::vector<double> layer_kl, recall;
+  };
+  IndexerEval validate_indexer();
 
  private:
   TrainConfig cfg_;

@@ -9,7 +9,7 @@ const GradTable& ref_grad_ops() {
       &ref::layer_norm_bwd, &ref::rope_bwd,        &ref::hadamard_f32,     &ref::sparse_mla_bwd_q,
       &ref::sparse_mla_bwd_kv, &ref::silu_mul_bwd, &ref::moe_gate_bwd,     &ref::moe_combine_bwd,
       &ref::scatter_add_rows, &ref::logits_grad,   &ref::adamw,            &ref::sum_squares,
-      &ref::axpy,
+      &ref::axpy,          &ref::indexer_kl,       &ref::indexer_logits_bwd,
   };
   return table;
 }

@@ -60,6 +60,8 @@ void logits_grad(const LogitsGrad& p);
 void adamw(const AdamW& p);
 void sum_squares(const SumSquares& p);
 void axpy(const Axpy& p);
+void indexer_kl(const IndexerKl& p);
+void indexer_logits_bwd(const IndexerLogitsBwd& p);
 
 inline float ld(bf16 v) {
   return bf16_to_f32(v);
