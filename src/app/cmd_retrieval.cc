@@ -85,7 +85,7 @@ void add_corpus_retrieval_command(CLI::App& corpus) {
   c->add_option("--text-out", a->text_out,
                 "also write DIR/text/retrieval.jsonl for `dsa corpus build --text DIR`");
   c->add_option("--shards-out", a->shards_out,
-                "also tokenise that text into shards here (needs --text-out)");
+                "also tokenise that text into shards here, replacing any there (needs --text-out)");
   c->callback([a]() {
     reporting("corpus retrieval", [&]() {
       DSA_CHECK(a->shards_out.empty() || !a->text_out.empty(), "--shards-out needs --text-out");
