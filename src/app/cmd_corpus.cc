@@ -60,6 +60,8 @@ void add_corpus_command(CLI::App& app) {
     });
   });
 
+  add_corpus_retrieval_command(*cmd);
+
   CLI::App* st = cmd->add_subcommand("stats", "Documents and tokens per source of shards (files or directories)");
   st->add_option("paths", o->stats_paths, ".dsatok files or directories of them")->required();
   st->add_option("--val-permille", o->val_permille, "held-out fraction to report, per mille (default 5)")

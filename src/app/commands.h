@@ -14,6 +14,8 @@ void add_train_command(CLI::App& app);   // train/ (cmd_train.cc)
 void add_env_command(CLI::App& app);     // env/ (cmd_env.cc)
 void add_agent_command(CLI::App& app);   // env/ agent loop (cmd_agent.cc)
 void add_eval_command(CLI::App& app);    // env/ evaluation (cmd_eval.cc)
+void add_corpus_retrieval_command(CLI::App& corpus);  // train/data/retrieval (cmd_retrieval.cc)
+void add_eval_retrieval_command(CLI::App& app);       // train/retrieval_eval (cmd_retrieval.cc)
 }  // namespace dsa::app
 
 void add_tokenize_command(CLI::App& app);  // text/ (cmd_tokenize.cc)
