@@ -1,4 +1,4 @@
-// `dsa env synth|stats|validate|bench`: synthesized agentic environments (src/env/); synth --endpoint runs the
+// `dsa env synth|stats|validate|call|bench`: synthesized agentic environments (src/env/); synth --endpoint runs the
 // model-driven synthesizer (env/model_synth.h) over app::OpenAIChatEndpoint.
 #include <chrono>
 #include <cstdio>
@@ -31,6 +31,10 @@ struct EnvArgs {
   std::string endpoint, api_model = "default", api_key_env, transcript;
   float temperature = 0.7f;
   int64_t max_reply_tokens = 8192;
+  // call
+  int spec_index = 0;
+  std::string task, calls = "[]", answer;
+  bool has_answer = false;
 };
 
 template <class F>
@@ -90,6 +94,70 @@ void synth_with_model(const EnvArgs& a) {
   for (const auto& s : r.kept) n += s.tasks.size();
   std::printf("wrote %zu validated environments, %zu tasks to %s (%zu model replies)\n", r.kept.size(), n, a.out.c_str(),
               r.rounds.size());
+}
+
+// --calls: a JSON array (or @file) of {"name", "arguments"} or OpenAI tool calls
+// ({"function": {"name", "arguments": "<json text>"}}); arguments as an object or JSON text.
+env::Json read_calls(const std::string& arg) {
+  std::string text = arg;
+  if (!arg.empty() && arg[0] == '@') {
+    std::ifstream f(arg.substr(1));
+    DSA_CHECK(f.good(), "--calls: cannot read {}", arg.substr(1));
+    text.assign(std::istreambuf_iterator<char>(f), std::istreambuf_iterator<char>());
+  }
+  env::Json j;
+  try {
+    j = text::parse_json_exact(text, 64);
+  } catch (const Error& e) {
+    DSA_FAIL("--calls: not valid JSON: {}", e.what());
+  }
+  DSA_CHECK(j.is_array(), "--calls: must be a JSON array of tool calls");
+  return j;
+}
+
+void call_tools(const EnvArgs& a) {
+  const auto specs = env::load_specs(a.file);
+  DSA_CHECK(a.spec_index >= 0 && size_t(a.spec_index) < specs.size(), "--spec {}: the file has {} spec(s)", a.spec_index, specs.size());
+  const env::EnvSpec& s = specs[size_t(a.spec_index)];
+  DSA_CHECK(!s.tasks.empty(), "spec {} has no tasks", s.name);
+  const env::TaskSpec* task = &s.tasks[0];
+  if (!a.task.empty()) {
+    task = nullptr;
+    for (const auto& t : s.tasks)
+      if (t.id == a.task) task = &t;
+    if (!task) {
+      DSA_CHECK(a.task.find_first_not_of("0123456789") == std::string::npos, "--task {}: no task with that id", a.task);
+      const size_t i = size_t(std::stoull(a.task));
+      DSA_CHECK(i < s.tasks.size(), "--task {}: the spec has {} task(s)", i, s.tasks.size());
+      task = &s.tasks[i];
+    }
+  }
+  const env::Json calls = read_calls(a.calls);
+  const auto img = env::build_image(s);
+  const env::GoldRun gold = env::replay(s, img, task->gold_calls);
+  DSA_CHECK(gold.ok, "task {}: the gold solution fails: {}", task->id, gold.error);
+  env::Sandbox sb(s, img);
+  env::Json results = env::Json::array();
+  for (size_t i = 0; i < calls.size(); ++i) {
+    const env::Json& c = calls[i];
+    const env::Json& f = c.contains("function") ? c["function"] : c;
+    DSA_CHECK(f.is_object() && f.contains("name") && f["name"].is_string(), "--calls[{}]: no \"name\"", i);
+    const std::string name = f["name"].get<std::string>();
+    const env::Json args = f.contains("arguments") ? f["arguments"] : env::Json::object();
+    const env::ToolResult r = args.is_string() ? sb.call_text(name, args.get<std::string>()) : sb.call(name, args);
+    env::Json o = {{"name", name}, {"ok", r.ok}, {"content", r.content}};
+    if (c.contains("id")) o["id"] = c["id"];
+    results.push_back(o);
+  }
+  const uint64_t end = sb.state_hash();
+  env::Json out = {{"spec", s.name}, {"task", task->id}, {"results", results},
+                   {"end_state", fmt::format("{:016x}", end)}, {"gold_state", fmt::format("{:016x}", gold.end_state)},
+                   {"db_state_matches", end == gold.end_state}};
+  if (a.has_answer) {
+    const env::VerifyResult v = env::verify(*task, a.answer, end, gold.end_state);
+    out["verdict"] = {{"pass", v.pass}, {"failures", v.failures}};
+  }
+  std::printf("%s\n", text::py_json_dumps(out).c_str());
 }
 
 }  // namespace
@@ -196,6 +264,19 @@ void add_env_command(CLI::App& app) {
       }
       std::printf("%zu tasks valid, %zu invalid (%zu mutations rejected by the verifiers)\n", ok, bad, mutations);
       if (bad) throw CLI::RuntimeError(1);
+    });
+  });
+
+  CLI::App* ca = cmd->add_subcommand("call", "Run tool calls of a task's environment in a fresh sandbox; print results, end-state and verdict as JSON");
+  ca->add_option("--env", a->file, "Spec file (.json or .jsonl)")->required();
+  ca->add_option("--spec", a->spec_index, "Which spec of a .jsonl file (0-based)");
+  ca->add_option("--task", a->task, "Task id, or index within the spec (default 0)");
+  ca->add_option("--calls", a->calls, "JSON array (or @file) of every call so far, in order: {name, arguments} or OpenAI tool calls");
+  CLI::Option* ans = ca->add_option("--answer", a->answer, "A final answer to verify (adds \"verdict\")");
+  ca->callback([a, ans] {
+    reporting("call", [&] {
+      a->has_answer = ans->count() > 0;
+      call_tools(*a);
     });
   });
 
