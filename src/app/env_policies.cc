@@ -105,6 +105,22 @@ env::PolicyReply OpenAIPolicy::next(const text::OrderedJson& messages, const env
   return r;
 }
 
+env::ChatReply OpenAIChatEndpoint::complete(const text::OrderedJson& messages) {
+  text::OrderedJson body = {{"model", o_.model}, {"messages", messages}, {"temperature", o_.temperature},
+                            {"seed", o_.seed + calls_++}};
+  if (max_tokens_ > 0) body["max_tokens"] = max_tokens_;
+  const text::OrderedJson res = http_post_json(o_.base_url + "/chat/completions", body, o_.api_key);
+  DSA_CHECK(res.contains("choices") && res["choices"].is_array() && !res["choices"].empty() &&
+                res["choices"][0].contains("message") && res["choices"][0]["message"].is_object(),
+            "endpoint reply without choices[0].message");
+  const auto& msg = res["choices"][0]["message"];
+  env::ChatReply r;
+  if (msg.contains("content") && msg["content"].is_string()) r.text = msg["content"].get<std::string>();
+  const auto& fin = res["choices"][0];
+  r.truncated = fin.contains("finish_reason") && fin["finish_reason"].is_string() && fin["finish_reason"] == "length";
+  return r;
+}
+
 std::unique_ptr<LocalModel> LocalModel::load(const std::string& dir, const std::string& tokenizer, const std::string& backend,
                                              int batch) {
   auto lm = std::make_unique<LocalModel>();

@@ -5,6 +5,7 @@
 #include <string>
 
 #include "env/agent.h"
+#include "env/model_synth.h"
 #include "runtime/engine.h"
 #include "text/tokenizer.h"
 
@@ -33,6 +34,20 @@ class OpenAIPolicy : public env::Policy {
 
  private:
   EndpointOptions o_;
+};
+
+// The model-driven synthesizer's endpoint through /chat/completions (plain messages, no tools):
+// the reply's content; finish_reason "length" marks it truncated. max_tokens 0 = the server's
+// default.
+class OpenAIChatEndpoint : public env::ChatEndpoint {
+ public:
+  OpenAIChatEndpoint(EndpointOptions o, int64_t max_tokens) : o_(std::move(o)), max_tokens_(max_tokens) {}
+  env::ChatReply complete(const text::OrderedJson& messages) override;
+
+ private:
+  EndpointOptions o_;
+  int64_t max_tokens_;
+  uint64_t calls_ = 0;
 };
 
 // A model directory loaded with its tokenizer and an engine sized for `batch` concurrent episodes.
