@@ -10,6 +10,7 @@
 
 #include "model/train_step.h"
 #include "ops/backends.h"
+#include "train/context_eval.h"
 #include "train/trainer.h"
 #include "test_util.h"
 
@@ -179,6 +180,36 @@ TEST(IndexerWarmup, LowersTheKlAndLeavesTheRestBitIdentical) {
   }
   EXPECT_EQ(changed, 15);
   fs::remove_all(c.out);
+}
+
+}  // namespace
+}  // namespace dsa
+
+
+namespace dsa {
+namespace {
+
+// eval-context: in the first bucket (positions < top-k) the top-k holds every causal key, so the
+// sparse pass is the dense one bit for bit; later buckets differ; recall and KL per layer.
+TEST(ContextEval, FirstBucketIsDenseAndLaterOnesAreNot) {
+  Trainee s(ops::cpu_ops(), false);
+  const int64_t k = s.cfg.index_topk, T = 4 * k;
+  test::ListSource src({tokens(2, T, s.cfg.vocab_size, 31), tokens(2, T, s.cfg.vocab_size, 32)});
+  train::ContextEvalOptions o;
+  o.batches = 2;
+  const train::ContextEval ev = train::evaluate_context(*s.model, *s.params, src, o);
+  ASSERT_EQ(ev.buckets.size(), 4u);
+  EXPECT_EQ(ev.buckets[0].dense_nll, ev.buckets[0].sparse_nll);
+  EXPECT_EQ(ev.buckets[0].targets, 2.0 * 2 * double(k));
+  EXPECT_NE(ev.buckets[3].dense_nll, ev.buckets[3].sparse_nll);
+  ASSERT_EQ(ev.recall.size(), size_t(s.cfg.num_hidden_layers));
+  for (double r : ev.recall) {
+    EXPECT_GT(r, 0.25);
+    EXPECT_LT(r, 1.0);
+  }
+  const std::string table = train::format_context_eval(ev);
+  EXPECT_NE(table.find("[0, 8)"), std::string::npos) << table;
+  EXPECT_NE(train::context_eval_json(ev).find("\"ppl_ratio\""), std::string::npos);
 }
 
 }  // namespace
