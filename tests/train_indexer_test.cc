@@ -10,6 +10,9 @@
 
 #include "model/train_step.h"
 #include "ops/backends.h"
+#ifdef DSA_TRAIN_CUDA
+#include "ops/cuda/cuda_ops.h"
+#endif
 #include "train/context_eval.h"
 #include "train/trainer.h"
 #include "test_util.h"
@@ -128,9 +131,11 @@ TEST_P(IndexerKlTest, DenseRecallAndRecompute) {
   }
 }
 
-#ifndef DSA_TRAIN_CUDA
+#ifdef DSA_TRAIN_CUDA
+const bool kCudaRegistered = (ops::cuda::register_cuda_backend(), true);
+INSTANTIATE_TEST_SUITE_P(Cuda, IndexerKlTest, ::testing::Values("cuda"));
+#else
 INSTANTIATE_TEST_SUITE_P(Backends, IndexerKlTest, ::testing::Values("ref", "cpu"));
-#endif
 
 // The warm-up through the trainer (loss.lm false, dense attention, loss.indexer_kl): the KL on
 // held-out batches falls, the recall rises, and only indexer parameters change. 150 steps on
@@ -211,6 +216,7 @@ TEST(ContextEval, FirstBucketIsDenseAndLaterOnesAreNot) {
   EXPECT_NE(table.find("[0, 8)"), std::string::npos) << table;
   EXPECT_NE(train::context_eval_json(ev).find("\"ppl_ratio\""), std::string::npos);
 }
+#endif  // the CPU-only tests
 
 }  // namespace
 }  // namespace dsa

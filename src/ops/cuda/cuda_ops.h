@@ -88,6 +88,8 @@ void rms_norm_bwd(const RmsNormBwd& p, cudaStream_t stream);
 void layer_norm_bwd(const LayerNormBwd& p, cudaStream_t stream);
 void rope_bwd(const RopeBwd& p, cudaStream_t stream);
 void hadamard_f32(const HadamardF32& p, cudaStream_t stream);
+void indexer_kl(const IndexerKl& p, cudaStream_t stream);                 // grad_indexer.cu
+void indexer_logits_bwd(const IndexerLogitsBwd& p, cudaStream_t stream);
 void sparse_mla_bwd_q(const SparseMlaBwdQ& p, cudaStream_t stream);
 void sparse_mla_bwd_kv(const SparseMlaBwdKv& p, cudaStream_t stream);
 void silu_mul_bwd(const SiluMulBwd& p, cudaStream_t stream);

@@ -213,5 +213,57 @@ TEST(CudaGrad, MoeLogitsOptimiser) {
   EXPECT_EQ(gss.down()[0], ss);
 }
 
+// The indexer's KL (one block per row, double sums) and the backward of its logits (a warp per
+// output row) against the reference: fp32 products summed in another order -> relative 1e-5.
+TEST(CudaGrad, IndexerTraining) {
+  // Two sequences of 40 and 25 rows; 8 heads of 128 dims (V3.2's index_head_dim).
+  const int64_t S = 65, H = 8, D = 128, N = 40, ksel = 16;
+  std::vector<int32_t> key_base(S), end(S);
+  for (int64_t t = 0; t < S; ++t) key_base[t] = t < 40 ? 0 : 40, end[t] = int32_t(t - key_base[t] + 1);
+  auto q8 = rand_fp8(size_t(S * H * D)), k8 = rand_fp8(size_t(S * D));
+  std::vector<float> qs(size_t(S * H)), ks(size_t(S));
+  for (size_t i = 0; i < qs.size(); ++i) qs[i] = std::ldexp(1.0f, -9 - int(i % 3));
+  for (size_t i = 0; i < ks.size(); ++i) ks[i] = std::ldexp(1.0f, -8 - int(i % 2));
+  auto w = rand_f32(size_t(S * H), -1, 1), dI = rand_f32(size_t(S * N), -1, 1);
+  for (int64_t t = 0; t < S; ++t)
+    for (int64_t s = end[t]; s < N; ++s) dI[size_t(t * N + s)] = 0.0f;
+  std::vector<float> dw(size_t(S * H)), dq(size_t(S * H * D)), dk(size_t(S * D), 0.5f);
+  const IndexerLogitsBwd rp{q8.data(), qs.data(), k8.data(), ks.data(), w.data(), key_base.data(), end.data(),
+                            dI.data(), dw.data(), dq.data(), dk.data(), S, H, D, S, N};
+  R.indexer_logits_bwd(rp);
+  DevBuf<uint8_t> dq8(q8), dk8(k8);
+  DevBuf<float> dqs(qs), dks(ks), dwv(w), ddI(dI), gdw(dw.size()), gdq(dq.size()), gdk(std::vector<float>(dk.size(), 0.5f));
+  DevBuf<int32_t> dkb(key_base), dend(end);
+  gdw.poison();
+  gdq.poison();
+  indexer_logits_bwd({dq8.p, dqs.p, dk8.p, dks.p, dwv.p, dkb.p, dend.p, ddI.p, gdw.p, gdq.p, gdk.p, S, H, D, S, N},
+                     nullptr);
+  EXPECT_LT(rel_l2(gdw.down(), dw), 1e-5);
+  EXPECT_LT(rel_l2(gdq.down(), dq), 1e-5);
+  EXPECT_LT(rel_l2(gdk.down(), dk), 1e-5);
+  // KL over dense slots (idx[t, j] = j < end), P random, top-k = the first ksel visible keys.
+  const int64_t K = N;
+  std::vector<int32_t> idx(size_t(S * K), -1), sel(size_t(S * ksel), -1);
+  for (int64_t t = 0; t < S; ++t) {
+    for (int64_t j = 0; j < end[t]; ++j) idx[size_t(t * K + j)] = int32_t(j);
+    for (int64_t j = 0; j < std::min<int64_t>(ksel, end[t]); ++j) sel[size_t(t * ksel + j)] = int32_t(2 * j % end[t]);
+  }
+  auto P = rand_f32(size_t(S * H * K), 0, 1), z = rand_f32(size_t(S * N), -3, 3);
+  std::vector<double> loss(size_t(S)), rec(size_t(S));
+  std::vector<float> ds(size_t(S * N));
+  R.indexer_kl({P.data(), idx.data(), z.data(), sel.data(), loss.data(), rec.data(), ds.data(), S, H, K, N, ksel, 0.25f});
+  DevBuf<float> dP(P), dz(z), gds(ds.size());
+  DevBuf<int32_t> didx(idx), dsel(sel);
+  DevBuf<double> gl(loss.size()), gr(rec.size());
+  gds.poison();
+  indexer_kl({dP.p, didx.p, dz.p, dsel.p, gl.p, gr.p, gds.p, S, H, K, N, ksel, 0.25f}, nullptr);
+  const auto l2 = gl.down(), r2 = gr.down();
+  for (int64_t t = 0; t < S; ++t) {
+    EXPECT_NEAR(l2[t], loss[t], 1e-9 * std::max(1.0, loss[t])) << t;
+    EXPECT_NEAR(r2[t], rec[t], 1e-9) << t;
+  }
+  EXPECT_LT(rel_l2(gds.down(), ds), 1e-6);
+}
+
 }  // namespace
 }  // namespace dsa::ops::cuda::test
