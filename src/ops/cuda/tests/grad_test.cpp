@@ -221,13 +221,13 @@ TEST(CudaGrad, IndexerTraining) {
   std::vector<int32_t> key_base(S), end(S);
   for (int64_t t = 0; t < S; ++t) key_base[t] = t < 40 ? 0 : 40, end[t] = int32_t(t - key_base[t] + 1);
   auto q8 = rand_fp8(size_t(S * H * D)), k8 = rand_fp8(size_t(S * D));
-  std::vector<float> qs(size_t(S * H)), ks(size_t(S));
+  std::vector<float> qs(static_cast<size_t>(S * H)), ks(static_cast<size_t>(S));
   for (size_t i = 0; i < qs.size(); ++i) qs[i] = std::ldexp(1.0f, -9 - int(i % 3));
   for (size_t i = 0; i < ks.size(); ++i) ks[i] = std::ldexp(1.0f, -8 - int(i % 2));
   auto w = rand_f32(size_t(S * H), -1, 1), dI = rand_f32(size_t(S * N), -1, 1);
   for (int64_t t = 0; t < S; ++t)
     for (int64_t s = end[t]; s < N; ++s) dI[size_t(t * N + s)] = 0.0f;
-  std::vector<float> dw(size_t(S * H)), dq(size_t(S * H * D)), dk(size_t(S * D), 0.5f);
+  std::vector<float> dw(static_cast<size_t>(S * H)), dq(static_cast<size_t>(S * H * D)), dk(static_cast<size_t>(S * D), 0.5f);
   const IndexerLogitsBwd rp{q8.data(), qs.data(), k8.data(), ks.data(), w.data(), key_base.data(), end.data(),
                             dI.data(), dw.data(), dq.data(), dk.data(), S, H, D, S, N};
   R.indexer_logits_bwd(rp);
@@ -243,14 +243,14 @@ TEST(CudaGrad, IndexerTraining) {
   EXPECT_LT(rel_l2(gdk.down(), dk), 1e-5);
   // KL over dense slots (idx[t, j] = j < end), P random, top-k = the first ksel visible keys.
   const int64_t K = N;
-  std::vector<int32_t> idx(size_t(S * K), -1), sel(size_t(S * ksel), -1);
+  std::vector<int32_t> idx(static_cast<size_t>(S * K), -1), sel(static_cast<size_t>(S * ksel), -1);
   for (int64_t t = 0; t < S; ++t) {
     for (int64_t j = 0; j < end[t]; ++j) idx[size_t(t * K + j)] = int32_t(j);
     for (int64_t j = 0; j < std::min<int64_t>(ksel, end[t]); ++j) sel[size_t(t * ksel + j)] = int32_t(2 * j % end[t]);
   }
   auto P = rand_f32(size_t(S * H * K), 0, 1), z = rand_f32(size_t(S * N), -3, 3);
-  std::vector<double> loss(size_t(S)), rec(size_t(S));
-  std::vector<float> ds(size_t(S * N));
+  std::vector<double> loss(static_cast<size_t>(S)), rec(static_cast<size_t>(S));
+  std::vector<float> ds(static_cast<size_t>(S * N));
   R.indexer_kl({P.data(), idx.data(), z.data(), sel.data(), loss.data(), rec.data(), ds.data(), S, H, K, N, ksel, 0.25f});
   DevBuf<float> dP(P), dz(z), gds(ds.size());
   DevBuf<int32_t> didx(idx), dsel(sel);
