@@ -1,0 +1,69 @@
+#!/usr/bin/env bash
+# The DSA conversion on the GPU machine (docs/dsa_conversion.md): dense pretraining (stage 0),
+# indexer warm-up (1), sparse training (2), each `dsa train` on the CUDA backend, then
+# `dsa eval-context` of the dense, warmed-up and converted models on the same held-out batches.
+# Carry ["build-cudadeps", "third_party", "data/bench-corpus"] (see bench/train_device_bench.sh).
+#   bench/dsa_conversion_device.sh start   build dsa, start the stages in the background (setsid)
+#   bench/dsa_conversion_device.sh poll    progress; metrics, eval JSON and the summary into $OUT
+# Env: STEPS0 / STEPS1 / STEPS2 override the stages' optimizer.steps; EVAL_BATCHES (default 16).
+set -uo pipefail
+cd "$(dirname "$0")/.."
+OUT=${OUT:-out/dsa-conversion}
+W=/tmp/dsa-conversion
+mkdir -p "$OUT" "$W"
+log() { echo "== $(date +%T) $*" | tee -a "$W/summary.txt"; }
+
+stage() {  # name config steps-override init
+  local args=(--backend cuda --out "$W/$1")
+  [ -n "$3" ] && args+=(--steps "$3")
+  [ -n "$4" ] && args+=(--init "$4")
+  t0=$(date +%s)
+  build-cuda/dsa train "$2" "${args[@]}" >"$W/$1.log" 2>&1
+  log "$1: rc=$? in $(( $(date +%s) - t0 )) s; $(grep -E '^step' "$W/$1.log" | tail -1)"
+}
+
+evaluate() {  # name model
+  build-cuda/dsa eval-context -m "$2" --data data/bench-corpus --seq-len 512 --batch 4 \
+    --batches "${EVAL_BATCHES:-16}" --backend cuda --json "$W/eval_$1.json" >"$W/eval_$1.txt" 2>&1
+  log "eval $1 rc=$?: $(grep -E '^ +all' "$W/eval_$1.txt")"
+  grep -E "recall|KL" "$W/eval_$1.txt" | tee -a "$W/summary.txt"
+}
+
+runs() {
+  stage dense configs/train/dsa_dense_h200.json "${STEPS0:-}" ""
+  evaluate dense "$W/dense/export"
+  stage warmup configs/train/dsa_warmup_h200.json "${STEPS1:-}" "$W/dense/export"
+  evaluate warmup "$W/warmup/export"
+  stage sparse configs/train/dsa_sparse_h200.json "${STEPS2:-}" "$W/warmup/export"
+  evaluate sparse "$W/sparse/export"
+  log "done"
+}
+
+case "${1:-}" in
+  start)
+    rm -rf "$W" && mkdir -p "$W" "$OUT"
+    nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader | tee -a "$W/summary.txt"
+    source scripts/device_deps.sh
+    cmake -S . -B build-cuda -G Ninja -DDSA_CUDA=ON -DDSA_TESTS=OFF -DCMAKE_BUILD_TYPE=Release "${DEPARGS[@]}" \
+      >"$W/build.log" 2>&1 || { log "configure failed"; tail -30 "$W/build.log"; exit 1; }
+    t0=$(date +%s)
+    ninja -C build-cuda -j"$(nproc)" dsa >>"$W/build.log" 2>&1 \
+      || { log "build failed"; grep -E "error|FAILED" "$W/build.log" | head -30; exit 1; }
+    log "build ok in $(( $(date +%s) - t0 )) s"
+    export LD_LIBRARY_PATH
+    setsid nohup "$0" _runs >"$W/runs.log" 2>&1 </dev/null &
+    sleep 20
+    cp "$W"/summary.txt "$OUT/"
+    ;;
+  poll)
+    for s in dense warmup sparse; do [ -f "$W/$s.log" ] && tail -c 300 "$W/$s.log" | tr '\r' '\n' | tail -2; done
+    cat "$W/summary.txt"
+    cp "$W"/summary.txt "$OUT/" 2>/dev/null
+    for s in dense warmup sparse; do
+      [ -f "$W/$s/metrics.jsonl" ] && cp "$W/$s/metrics.jsonl" "$OUT/metrics_$s.jsonl"
+      [ -f "$W/eval_$s.json" ] && cp "$W/eval_$s.json" "$OUT/"
+    done
+    ;;
+  _runs) runs ;;
+  *) echo "usage: dsa_conversion_device.sh start | poll" >&2; exit 2 ;;
+esac
