@@ -5,7 +5,9 @@
 # Carry ["build-cudadeps", "third_party", "data/bench-corpus"] (see bench/train_device_bench.sh).
 #   bench/dsa_conversion_device.sh start   build dsa, start the stages in the background (setsid)
 #   bench/dsa_conversion_device.sh poll    progress; metrics, eval JSON and the summary into $OUT
-# Env: STEPS0 / STEPS1 / STEPS2 override the stages' optimizer.steps; EVAL_BATCHES (default 16).
+# Then the control: the dense model trained on as long as the sparse stage with dense attention.
+# Env: STEPS0 / STEPS1 / STEPS2 override the stages' optimizer.steps; EVAL_BATCHES (default 16);
+# SKIP_DENSE=1 keeps stage 0 of a previous run on the same machine.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 OUT=${OUT:-out/dsa-conversion}
@@ -30,18 +32,26 @@ evaluate() {  # name model
 }
 
 runs() {
-  stage dense configs/train/dsa_dense_h200.json "${STEPS0:-}" ""
-  evaluate dense "$W/dense/export"
+  if [ "${SKIP_DENSE:-0}" = 1 ] && [ -d "$W/dense/export" ]; then
+    log "stage 0 kept from the previous run ($W/dense/export)"
+  else
+    stage dense configs/train/dsa_dense_h200.json "${STEPS0:-}" ""
+    evaluate dense "$W/dense/export"
+  fi
   stage warmup configs/train/dsa_warmup_h200.json "${STEPS1:-}" "$W/dense/export"
   evaluate warmup "$W/warmup/export"
   stage sparse configs/train/dsa_sparse_h200.json "${STEPS2:-}" "$W/warmup/export"
   evaluate sparse "$W/sparse/export"
+  # Control: the dense model trained on as long as the sparse stage, dense attention.
+  stage densecont configs/train/dsa_densecont_h200.json "${STEPS2:-}" "$W/dense/export"
+  evaluate densecont "$W/densecont/export"
   log "done"
 }
 
 case "${1:-}" in
   start)
-    rm -rf "$W" && mkdir -p "$W" "$OUT"
+    if [ "${SKIP_DENSE:-0}" = 1 ]; then rm -rf "$W"/warmup "$W"/sparse "$W"/densecont; else rm -rf "$W"; fi
+    mkdir -p "$W" "$OUT"
     nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader | tee -a "$W/summary.txt"
     source scripts/device_deps.sh
     cmake -S . -B build-cuda -G Ninja -DDSA_CUDA=ON -DDSA_TESTS=OFF -DCMAKE_BUILD_TYPE=Release "${DEPARGS[@]}" \
@@ -59,10 +69,8 @@ case "${1:-}" in
     for s in dense warmup sparse; do [ -f "$W/$s.log" ] && tail -c 300 "$W/$s.log" | tr '\r' '\n' | tail -2; done
     cat "$W/summary.txt"
     cp "$W"/summary.txt "$OUT/" 2>/dev/null
-    for s in dense warmup sparse; do
-      [ -f "$W/$s/metrics.jsonl" ] && cp "$W/$s/metrics.jsonl" "$OUT/metrics_$s.jsonl"
-      [ -f "$W/eval_$s.json" ] && cp "$W/eval_$s.json" "$OUT/"
-    done
+    for s in warmup sparse; do [ -f "$W/$s/metrics.jsonl" ] && cp "$W/$s/metrics.jsonl" "$OUT/metrics_$s.jsonl"; done
+    for s in dense warmup sparse densecont; do [ -f "$W/eval_$s.json" ] && cp "$W/eval_$s.json" "$OUT/"; done
     ;;
   _runs) runs ;;
   *) echo "usage: dsa_conversion_device.sh start | poll" >&2; exit 2 ;;
