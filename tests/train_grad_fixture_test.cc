@@ -57,7 +57,8 @@ float half_to_float(uint16_t h) {
 struct Fixture {
   std::shared_ptr<SafetensorsFile> f;
   int64_t B = 0, T = 0;
-  Fixture() : f(SafetensorsFile::open(test::fixture_path("train_grads.safetensors"))) {
+  explicit Fixture(const std::string& file = "train_grads.safetensors")
+      : f(SafetensorsFile::open(test::fixture_path(file))) {
     B = std::stoll(meta("batch"));
     T = std::stoll(meta("seq_len"));
   }
@@ -102,7 +103,7 @@ struct Fixture {
     b.B = B;
     b.T = T;
     b.tokens = i32("tokens");
-    b.weights = f32("weights");
+    if (has("weights")) b.weights = f32("weights");
     return b;
   }
   // The reference's decisions, per sequence, in the trainer's layout (layers 0..n-1: T rows, the
@@ -134,6 +135,10 @@ const Fixture& fixture() {
   static Fixture f;
   return f;
 }
+const Fixture& kl_fixture() {  // tests/reference/indexer_kl_ref.py
+  static Fixture f("indexer_kl.safetensors");
+  return f;
+}
 
 double rel_l2(const std::vector<float>& ours, const std::vector<float>& ref) {
   double e = 0, r = 0;
@@ -146,8 +151,7 @@ double rel_l2(const std::vector<float>& ours, const std::vector<float>& ref) {
 
 // Relative L2 error of each of the case's gradients (name -> error); zero reference gradients
 // (the indexer's) must be exactly zero here too.
-std::map<std::string, double> grad_errors(Params& params, const std::string& prefix) {
-  const Fixture& fx = fixture();
+std::map<std::string, double> grad_errors(Params& params, const std::string& prefix, const Fixture& fx = fixture()) {
   Backend& be = params.backend();
   std::map<std::string, double> out;
   for (Param& p : params.all()) {
@@ -187,10 +191,12 @@ class TrainGradFixtureTest : public ::testing::TestWithParam<std::string> {
 
 // Refuse a stale fixture: it records the sha256 of the micro checkpoint it was made from.
 TEST(TrainGradFixture, FixtureMatchesTheMicroCheckpoint) {
-  const auto files = nlohmann::json::parse(fixture().meta("checkpoint_files_sha256"));
-  for (auto& [name, sha] : files.items())
-    EXPECT_EQ(test::sha256_file(test::micro_model_dir() + "/" + name), sha.get<std::string>())
-        << name << ": the fixture was made from another checkpoint; regenerate it (tests/reference/README.md)";
+  for (const Fixture* fx : {&fixture(), &kl_fixture()}) {
+    const auto files = nlohmann::json::parse(fx->meta("checkpoint_files_sha256"));
+    for (auto& [name, sha] : files.items())
+      EXPECT_EQ(test::sha256_file(test::micro_model_dir() + "/" + name), sha.get<std::string>())
+          << name << ": the fixture was made from another checkpoint; regenerate it (tests/reference/README.md)";
+  }
 }
 
 // Per-target log-probs: at least 90 % agree to kLogpTypical (the same roundings on both sides);
@@ -223,8 +229,8 @@ void expect_losses(const TrainResult& r, const std::string& prefix) {
               prefix.c_str(), r.loss, r.loss_main, r.loss_mtp, r.loss_bal, fx.meta(prefix + "loss").c_str(), worst);
 }
 
-void expect_grads(Params& params, const std::string& prefix, size_t expect_n) {
-  const auto err = grad_errors(params, prefix);
+void expect_grads(Params& params, const std::string& prefix, size_t expect_n, const Fixture& fx = fixture()) {
+  const auto err = grad_errors(params, prefix, fx);
   EXPECT_GE(err.size(), expect_n);
   std::string worst;
   double w = 0;
@@ -255,6 +261,49 @@ TEST_P(TrainGradFixtureTest, SparseAttentionGradientsMatchTheReference) {
   const TrainResult r = run_case(s, "sparse.", false, fx.num("mtp_weight"), fx.num("balance_alpha"));
   expect_losses(r, "sparse.");
   expect_grads(*s.params, "sparse.", 3 * 7 + 1);  // 7 attention tensors in each of 3 blocks, the embedding
+}
+
+// The indexer's KL (docs/dsa_conversion.md §1) against tests/reference/indexer_kl_ref.py (fixture
+// tests/fixtures/indexer_kl.safetensors: micro preset without MTP, 2 x 20 rows, the reference's
+// decisions replayed): each layer's mean KL and the gradients of the 10 indexer tensors, with
+// dense attention (target over every causal key) and sparse attention (over the top-k set).
+// Bounds: the KL is a smooth function of the logits and of the bf16 probabilities, which both
+// sides compute at the same rounding points (fp64 there, fp32 here): measured 3e-8 relative,
+// kKlBound 1e-5; gradients: the weight GEMMs of wq_b and wk take bf16(dy) (~2e-3 relative L2, as
+// above; measured 1.8e-3 worst), the rest is fp32: kGradBound. The bound can fail: the KL weighted
+// 1.25 instead of 1 puts every indexer gradient 0.2 off (> 3x the bound).
+constexpr double kKlBound = 1e-5;
+
+TEST_P(TrainGradFixtureTest, IndexerKlAndItsGradientsMatchTheReference) {
+  test::Trainee s(ops(), false);
+  const Fixture& fx = kl_fixture();
+  for (const std::string c : {"dense.", "sparse."}) {
+    const std::vector<Decisions> dec = fx.decisions(c, s.cfg);
+    TrainOptions o;
+    o.dense = c == "dense.";
+    o.indexer_kl = 1.0;
+    o.lm_backward = false;
+    o.replay = &dec;
+    TrainStep step(*s.model, *s.params);
+    s.params->zero_grad();
+    const TrainResult r = step.run(fx.batch(), o);
+    const auto ref = nlohmann::json::parse(fx.meta(c + "layer_kl"));
+    ASSERT_EQ(r.layer_kl.size(), ref.size()) << c;
+    for (size_t l = 0; l < ref.size(); ++l) {
+      const double want = ref[l].get<double>();
+      EXPECT_LE(std::fabs(r.layer_kl[l] - want), kKlBound * want) << c << "layer " << l;
+      std::printf("%slayer %zu KL: ours %.9f, reference %.9f\n", c.c_str(), l, r.layer_kl[l], want);
+    }
+    expect_grads(*s.params, c, 5 * size_t(s.cfg.num_hidden_layers), fx);
+    for (const Param& p : s.params->all())  // the KL reaches the indexer only
+      if (p.spec.name.find(".indexer.") == std::string::npos)
+        for (float v : s.model->backend().to_host<float>(p.grad)) ASSERT_EQ(v, 0.0f) << p.spec.name;
+    if (c != "dense.") continue;
+    o.indexer_kl = 1.25;
+    s.params->zero_grad();
+    step.run(fx.batch(), o);
+    for (const auto& [name, e] : grad_errors(*s.params, c, fx)) EXPECT_GT(e, 3 * kGradBound) << "mutated " << name;
+  }
 }
 
 // Each of these errors breaks the bound on the tensors it touches, so the bound can fail.

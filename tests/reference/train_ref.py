@@ -157,6 +157,9 @@ class TrainRef:
         self.scale = float(R.c32((self.nope + self.rd) ** -0.5 * ym ** 2))
         self.cos, self.sin = R.rope_table(c, max_pos)
 
+    def on_attention(self, i, x, qr, prob, sel):
+        """Hook: a layer's attention inputs and probabilities [T, heads, T] (indexer_kl_ref.py)."""
+
     def is_moe(self, i):
         return i >= self.c['first_k_dense_replace'] and i % self.c.get('moe_layer_freq', 1) == 0
 
@@ -249,6 +252,7 @@ class TrainRef:
         s2 = bf(torch.einsum('thr,sr->ths', q_pe, k_pe))
         sc = bf(bf(s1 + s2) * self.scale)
         prob = bf(torch.softmax(sc + mask[:, None, :], dim=-1))
+        self.on_attention(i, x, qr, prob, None if self.dense else sel)
         o_lat = bf(torch.einsum('ths,sc->thc', prob, c))
         o = bf(torch.einsum('thc,hdc->thd', o_lat, w_uv)).reshape(T, nh * vd)
         return self.lin(p + 'o_proj', o)
