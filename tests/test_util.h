@@ -8,7 +8,6 @@
 #include "io/safetensors.h"
 #include "model/model.h"
 #include "model/params.h"
-#include "train/trainer.h"
 
 namespace dsa::test {
 
@@ -50,20 +49,6 @@ std::string micro_model_dir();  // the `micro` preset (training tests)
 std::string fixture_path(const std::string& rel);  // DSA_SOURCE_DIR/tests/fixtures/rel
 
 // The micro preset as a trainee: model, fp32 masters loaded from the checkpoint, forward weights set.
-// A fixed list of batches, cycled; its position is the index (trainer tests).
-class ListSource : public train::BatchSource {
- public:
-  explicit ListSource(std::vector<TrainBatch> b) : b_(std::move(b)) {}
-  TrainBatch next() override { return b_[i_++ % b_.size()]; }
-  std::string state() const override { return std::to_string(i_); }
-  void restore(const std::string& s) override { i_ = std::stoul(s); }
-  void rewind() override { i_ = 0; }
-
- private:
-  std::vector<TrainBatch> b_;
-  size_t i_ = 0;
-};
-
 struct Trainee {
   ModelConfig cfg;
   std::unique_ptr<Model> model;

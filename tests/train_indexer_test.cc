@@ -15,6 +15,7 @@
 #endif
 #include "train/context_eval.h"
 #include "train/trainer.h"
+#include "list_source.h"
 #include "test_util.h"
 
 namespace dsa {

@@ -10,6 +10,7 @@
 #include "ops/backends.h"
 #include "train/config.h"
 #include "train/trainer.h"
+#include "list_source.h"
 #include "test_util.h"
 
 namespace dsa {
