@@ -6,6 +6,7 @@
 #include <memory>
 #include <unistd.h>
 
+#include "app/reporting.h"
 #include "app/commands.h"
 #include "app/env_policies.h"
 #include "base/error.h"
@@ -64,17 +65,6 @@ PolicyHolder make_policy(const AgentArgs& a, int batch) {
   return h;
 }
 
-template <class F>
-void reporting(const char* what, F&& f) {
-  try {
-    f();
-  } catch (const CLI::RuntimeError&) {
-    throw;
-  } catch (const std::exception& e) {
-    std::fprintf(stderr, "dsa %s: error: %s\n", what, e.what());
-    throw CLI::RuntimeError(1);
-  }
-}
 
 // Unbiased pass@k from n attempts with c passes (Chen et al. 2021).
 double pass_at_k(int n, int c, int k) {

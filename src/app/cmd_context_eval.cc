@@ -4,6 +4,7 @@
 #include <fstream>
 
 #include "app/commands.h"
+#include "app/reporting.h"
 #include "io/safetensors.h"
 #include "ops/backends.h"
 #include "train/context_eval.h"
@@ -32,7 +33,7 @@ void add_eval_context_command(CLI::App& app) {
   c->add_option("--json", a->json_out, "Write the results as JSON");
   c->add_option("--png", a->png_out, "Plot the perplexity ratio per bucket");
   c->callback([a]() {
-    try {
+    reporting("eval-context", [&]() {
       const ModelConfig cfg = ModelConfig::load(a->model + "/config.json");
       auto model = Model::create(cfg, ops::select_backend(a->backend));
       Params params(model->backend(), cfg, false);
@@ -61,12 +62,7 @@ void add_eval_context_command(CLI::App& app) {
         DSA_CHECK(f.good(), "cannot write {}", a->json_out);
       }
       if (!a->png_out.empty()) train::plot_context_eval(ev, a->png_out);
-    } catch (const CLI::RuntimeError&) {
-      throw;
-    } catch (const std::exception& e) {
-      std::fprintf(stderr, "dsa eval-context: error: %s\n", e.what());
-      throw CLI::RuntimeError(1);
-    }
+    });
   });
 }
 

@@ -4,6 +4,7 @@
 #include <memory>
 #include <thread>
 
+#include "app/reporting.h"
 #include "app/commands.h"
 #include "base/error.h"
 #include "text/chat_input.h"
@@ -21,12 +22,7 @@ struct CorpusOptions {
 
 template <class F>
 void run_reporting(const char* what, F&& f) {
-  try {
-    f();
-  } catch (const std::exception& e) {
-    std::fprintf(stderr, "dsa corpus %s: error: %s\n", what, e.what());
-    throw CLI::RuntimeError(1);
-  }
+  reporting(std::string("corpus ") + what, f);
 }
 
 }  // namespace

@@ -8,6 +8,7 @@
 #include <sstream>
 #include <thread>
 
+#include "app/reporting.h"
 #include "app/commands.h"
 #include "app/env_policies.h"
 #include "base/error.h"
@@ -39,12 +40,7 @@ struct EnvArgs {
 
 template <class F>
 void reporting(const char* what, F&& f) {
-  try {
-    f();
-  } catch (const std::exception& e) {
-    std::fprintf(stderr, "dsa env %s: error: %s\n", what, e.what());
-    throw CLI::RuntimeError(1);
-  }
+  app::reporting(std::string("env ") + what, f);
 }
 
 void write_jsonl(const std::string& path, const std::vector<env::EnvSpec>& specs) {

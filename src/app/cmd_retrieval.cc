@@ -9,6 +9,7 @@
 #include <sstream>
 #include <thread>
 
+#include "app/reporting.h"
 #include "app/commands.h"
 #include "base/error.h"
 #include "ops/backends.h"
@@ -23,17 +24,6 @@ namespace dsa::app {
 
 namespace {
 
-template <class F>
-void reporting(const char* what, F&& f) {
-  try {
-    f();
-  } catch (const CLI::RuntimeError&) {
-    throw;
-  } catch (const std::exception& e) {
-    std::fprintf(stderr, "dsa %s: error: %s\n", what, e.what());
-    throw CLI::RuntimeError(1);
-  }
-}
 
 struct RetrievalArgs {
   std::vector<std::string> kinds = {"kv"};
