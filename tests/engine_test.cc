@@ -117,6 +117,115 @@ TEST(Engine, AbsorbedPrefillMatchesTokenByTokenDecode) {
   }
 }
 
+// What an RL rollout records of one request.
+struct Recorded {
+  std::vector<int32_t> sampled;           // every sampled id, a stop id included
+  std::vector<float> logprobs;
+  std::vector<std::vector<int32_t>> masks;
+  GenResult result;
+};
+
+std::future<Recorded> submit_recording(Engine& e, std::vector<int32_t> p, int64_t max_tokens, int64_t top_k,
+                                        uint64_t seed, bool record = true) {
+  auto out = std::make_shared<Recorded>();
+  auto prom = std::make_shared<std::promise<Recorded>>();
+  GenRequest r;
+  r.prompt = std::move(p);
+  r.max_tokens = max_tokens;
+  r.sampling.temperature = 1.0f;
+  r.sampling.top_k = top_k;
+  r.sampling.seed = seed;
+  r.record_mask = r.record_experts = record;
+  r.on_sample = [out](const SampleInfo& si) {
+    out->sampled.push_back(si.token);
+    out->logprobs.push_back(si.logprob);
+    out->masks.push_back(si.mask ? *si.mask : std::vector<int32_t>{});
+  };
+  r.on_done = [out, prom](const GenResult& g) {
+    out->result = g;
+    prom->set_value(*out);
+  };
+  e.submit(std::move(r));
+  return prom->get_future();
+}
+
+// Keep-routing and keep-sampling-mask records: the experts of every position the model ran
+// (prefix-cache rows included, batched decode rows split per request) equal those of feeding
+// the same ids one at a time; each mask is the top-k of that step's logits and holds its sample.
+TEST(Engine, RecordsExpertsAndSamplingMasksThroughPrefixCacheAndBatching) {
+  auto m = tiny();
+  const ModelConfig& c = m->config();
+  const int64_t V = c.vocab_size, k = c.num_experts_per_tok, topk = 6;
+  EngineOptions o;
+  o.page_size = 16;
+  o.kv_pages = 128;
+  o.max_batch = 4;
+  o.prefill_chunk = 24;
+  o.absorbed_prefill = true;  // prompt rows bit-identical to one token at a time
+  Engine e(*m, o);
+  auto check = [&](const std::vector<int32_t>& p, const Recorded& r, const char* what) {
+    SCOPED_TRACE(what);
+    const int64_t P = int64_t(p.size()), G = r.result.generated;
+    ASSERT_EQ(int64_t(r.sampled.size()), G);
+    ASSERT_TRUE(r.result.experts);
+    std::vector<int32_t> seq = p;
+    seq.insert(seq.end(), r.sampled.begin(), r.sampled.end() - 1);  // the last sample is never fed
+    auto st = m->new_sequence();
+    int moe = 0;
+    for (int64_t t = 0; t < P + G - 1; ++t) {
+      Decisions d;
+      ForwardOptions fo;
+      fo.record = &d;
+      const std::vector<float> z = m->forward(st, {seq[size_t(t)]}, fo);
+      for (int64_t l = 0; l < c.num_hidden_layers; ++l) {
+        const auto& want = d.layers[size_t(l)].experts;
+        const auto& got = r.result.experts->layers[size_t(l)].experts;
+        if (want.empty()) {
+          EXPECT_TRUE(got.empty()) << "dense layer " << l;
+          continue;
+        }
+        moe += t == 0;
+        ASSERT_EQ(int64_t(got.size()), (P + G - 1) * k) << "layer " << l;
+        EXPECT_TRUE(std::equal(want.begin(), want.end(), got.begin() + t * k)) << "layer " << l << " position " << t;
+      }
+      if (t < P - 1) continue;
+      const int64_t i = t - (P - 1);  // sample i was drawn from these logits
+      std::vector<int32_t> order(static_cast<size_t>(V));
+      for (int64_t v = 0; v < V; ++v) order[size_t(v)] = int32_t(v);
+      std::partial_sort(order.begin(), order.begin() + topk, order.end(),
+                        [&](int32_t a, int32_t b) { return z[a] > z[b] || (z[a] == z[b] && a < b); });
+      std::vector<int32_t> top(order.begin(), order.begin() + topk);
+      std::sort(top.begin(), top.end());
+      EXPECT_EQ(r.masks[size_t(i)], top) << "sample " << i;
+      EXPECT_TRUE(std::binary_search(top.begin(), top.end(), r.sampled[size_t(i)]));
+      EXPECT_NEAR(r.logprobs[size_t(i)], z[r.sampled[size_t(i)]] - log_sum_exp(z.data(), V), 1e-4);
+    }
+    EXPECT_GT(moe, 0);
+  };
+  std::vector<int32_t> a = prompt(50, 7), b = a, c2 = prompt(29, 8);
+  b.resize(40);
+  b.push_back(3);
+  b.push_back(4);
+  const Recorded ra = submit_recording(e, a, 7, topk, 1).get();
+  EXPECT_EQ(ra.result.cached_tokens, 0);
+  check(a, ra, "first request");
+  auto fb = submit_recording(e, b, 9, topk, 2), fc = submit_recording(e, c2, 5, topk, 3);  // decoded together
+  const Recorded rb = fb.get(), rc = fc.get();
+  EXPECT_EQ(rb.result.cached_tokens, 32);  // two pages of a's prompt, with their experts
+  check(b, rb, "prefix-cache hit");
+  check(c2, rc, "batched");
+  // A prefix cached by a request that did not record has no experts: a recording request
+  // prefills it again (and its record then goes with the cache entry).
+  std::vector<int32_t> d = prompt(45, 9);
+  EXPECT_FALSE(submit_recording(e, d, 3, topk, 4, false).get().result.experts);
+  const Recorded rd = submit_recording(e, d, 3, topk, 5).get();
+  EXPECT_EQ(rd.result.cached_tokens, 0);
+  check(d, rd, "after a non-recording request");
+  const Recorded rd2 = submit_recording(e, d, 3, topk, 6).get();
+  EXPECT_EQ(rd2.result.cached_tokens, 32);
+  check(d, rd2, "cache entry with experts attached");
+}
+
 TEST(Engine, RequestsBeyondTheBudgetAreRefusedOthersQueue) {
   auto m = tiny();
   EngineOptions o;
@@ -172,6 +281,11 @@ TEST(Engine, PrefixCacheReusesFullPagesAndKeepsResults) {
   e.wait_idle();
   EXPECT_EQ(e.metrics().prefix_cache_hits, 2u);
   EXPECT_GT(e.kv().pages_in_use(), 0);  // held by the cache
+  // After a flush (weights changed) nothing is reused and the cache's pages are back.
+  e.flush_prefix_cache();
+  for (int i = 0; i < 1000 && e.metrics().kv_pages_in_use > 0; ++i) std::this_thread::sleep_for(std::chrono::milliseconds(2));
+  EXPECT_EQ(e.metrics().kv_pages_in_use, 0);
+  EXPECT_EQ(submit(e, a, 6, 0.7f, 5).get().result.cached_tokens, 0);
 }
 
 TEST(Engine, PrefixCacheIsEvictedUnderMemoryPressure) {
@@ -272,7 +386,7 @@ Fed feed(const text::Tokenizer& tok, const std::string& completion, bool thinkin
     f.streamed_content += d.content;
     if (!go_on) break;
   }
-  g.on_done(GenResult{reason, "", 3, n, 0});
+  g.on_done(GenResult{reason, "", 3, n, 0, nullptr});
   const app::TextDelta d = g.take_delta();
   f.streamed_reasoning += d.reasoning;
   f.streamed_content += d.content;

@@ -2,6 +2,8 @@
 // loop, and the engine policy runs concurrent episodes on the continuous-batching engine.
 #include <gtest/gtest.h>
 
+#include <algorithm>
+
 #include <chrono>
 #include <filesystem>
 #include <unistd.h>
@@ -102,7 +104,7 @@ TEST(EnvAgent, EnginePolicyRunsConcurrentEpisodesAndRecordsLogprobs) {
     eo.max_batch = 4;
     eo.prewarm_kv = false;
     Engine engine(*model, eo);
-    EnginePolicy pol(engine, tok, int32_t(model->config().eos_token_id), SamplingParams{.temperature = 1.0f, .seed = 5}, true);
+    EnginePolicy pol(engine, tok, int32_t(model->config().eos_token_id), SamplingParams{.temperature = 1.0f, .top_p = 0.9f, .seed = 5}, true);
     auto tasks = prepare_tasks(specs());
     tasks.resize(3);
     AgentOptions opt;
@@ -117,8 +119,20 @@ TEST(EnvAgent, EnginePolicyRunsConcurrentEpisodesAndRecordsLogprobs) {
       for (const auto& r : e.records) {
         EXPECT_FALSE(r.prompt.empty());
         EXPECT_EQ(r.logprobs.size(), r.tokens.size());
-        EXPECT_EQ(r.mask.size(), r.tokens.size());
+        EXPECT_EQ(r.loss_mask.size(), r.tokens.size());
         for (float lp : r.logprobs) EXPECT_LE(lp, 0.0f);
+        // Keep-sampling-mask rows (CSR), each holding its sample unless nothing was cut; the
+        // experts record spans every position the model ran on.
+        ASSERT_EQ(r.mask_offsets.size(), r.tokens.size() + 1);
+        EXPECT_EQ(r.mask_offsets.back(), int64_t(r.mask_ids.size()));
+        for (size_t i = 0; i < r.tokens.size(); ++i) {
+          const auto b = r.mask_ids.begin() + r.mask_offsets[i], en = r.mask_ids.begin() + r.mask_offsets[i + 1];
+          if (b != en) EXPECT_TRUE(std::binary_search(b, en, r.tokens[i])) << "token " << i;
+        }
+        ASSERT_TRUE(r.experts);
+        const Json j = r.to_json();
+        EXPECT_EQ(j["sampling_mask"].size(), r.tokens.size());
+        EXPECT_TRUE(j.contains("experts"));
         sampled += int64_t(r.tokens.size());
       }
     }

@@ -1,6 +1,7 @@
 // Sampler: greedy, temperature, top-k, top-p, seeding, parameter checks.
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <cmath>
 #include <map>
 
@@ -63,6 +64,38 @@ TEST(Sampler, RejectsBadParameters) {
   const std::vector<float> nan(4, NAN);
   Sampler s({1.0f, 0, 1.0f, 0});
   EXPECT_THROW(s.sample(nan.data(), 4), Error);
+}
+
+TEST(Sampler, KeptSetIsTheMaskOfTheDraw) {
+  std::vector<int32_t> kept;
+  Sampler g({0.0f, 0, 1.0f, 1});
+  EXPECT_EQ(g.sample(kLogits.data(), 6, &kept), 1);
+  EXPECT_EQ(kept, (std::vector<int32_t>{1}));
+  // top-k 3: ids {1, 3, 2} by logit, reported ascending; every draw inside the set.
+  Sampler k({1.0f, 3, 1.0f, 9});
+  for (int i = 0; i < 200; ++i) {
+    const int32_t t = k.sample(kLogits.data(), 6, &kept);
+    EXPECT_EQ(kept, (std::vector<int32_t>{1, 2, 3}));
+    EXPECT_TRUE(std::binary_search(kept.begin(), kept.end(), t)) << t;
+  }
+  // top-p 0.5: the nucleus {1, 3}; top-p 0.8 adds id 2 (0.384 + 0.384 < 0.8 <= 0.909).
+  Sampler p5({1.0f, 0, 0.5f, 3}), p8({1.0f, 0, 0.8f, 3});
+  p5.sample(kLogits.data(), 6, &kept);
+  EXPECT_EQ(kept, (std::vector<int32_t>{1, 3}));
+  p8.sample(kLogits.data(), 6, &kept);
+  EXPECT_EQ(kept, (std::vector<int32_t>{1, 2, 3}));
+  // Nothing cut: empty (the whole vocabulary); a stale set is cleared.
+  Sampler full({1.0f, 0, 1.0f, 3});
+  full.sample(kLogits.data(), 6, &kept);
+  EXPECT_TRUE(kept.empty());
+  // top-k at least the vocabulary cuts nothing either; a NaN logit is excluded, so the set is explicit.
+  Sampler big({1.0f, 6, 1.0f, 3});
+  big.sample(kLogits.data(), 6, &kept);
+  EXPECT_TRUE(kept.empty());
+  std::vector<float> with_nan = kLogits;
+  with_nan[4] = NAN;
+  full.sample(with_nan.data(), 6, &kept);
+  EXPECT_EQ(kept, (std::vector<int32_t>{0, 1, 2, 3, 5}));
 }
 
 }  // namespace

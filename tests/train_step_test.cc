@@ -6,7 +6,11 @@
 #include <cmath>
 #include <cstring>
 
+#include <algorithm>
+#include <future>
+
 #include "model/train_step.h"
+#include "runtime/engine.h"
 #include "ops/backends.h"
 #ifdef DSA_TRAIN_CUDA
 #include "ops/cuda/cuda_ops.h"
@@ -160,6 +164,104 @@ TEST_P(TrainStepTest, RecomputeGivesTheSameGradientsWithLessMemory) {
     EXPECT_EQ(0, std::memcmp(a.grads[i].data(), b.grads[i].data(), a.grads[i].size() * 4)) << s.params->all()[i].spec.name;
   std::printf("step peak backend memory: %.2f MB, with recompute %.2f MB\n", a.peak / 1e6, b.peak / 1e6);
   EXPECT_LT(b.peak, a.peak);
+}
+
+// Keep-routing: the engine records the experts of a sampled sequence (GenResult::experts); the
+// trainer, replaying them, recomputes the engine's log-probs and — at the same weights — its own
+// routing equals the record. Replaying other experts changes what follows them, nothing before.
+TEST_P(TrainStepTest, KeepRoutingReplaysTheEnginesExperts) {
+  Trainee s(ops());
+  const bool cuda = GetParam() == "cuda";
+  EngineOptions eo;
+  eo.page_size = 16;
+  eo.kv_pages = 64;
+  eo.max_batch = 2;
+  eo.absorbed_prefill = true;
+  eo.prewarm_kv = false;
+  struct Rollout {
+    std::vector<int32_t> prompt, sampled;
+    std::vector<float> logprobs;
+    GenResult res;
+  };
+  std::vector<Rollout> ro(2);
+  {
+    Engine engine(*s.model, eo);
+    std::vector<std::future<void>> done;
+    for (size_t i = 0; i < ro.size(); ++i) {
+      test::Rng rng(uint32_t(40 + i));
+      for (int t = 0; t < 19 + 6 * int(i); ++t) ro[i].prompt.push_back(rng.uni(0, int(s.cfg.vocab_size) - 1));
+      auto prom = std::make_shared<std::promise<void>>();
+      done.push_back(prom->get_future());
+      GenRequest r;
+      r.prompt = ro[i].prompt;
+      r.max_tokens = 9;
+      r.sampling = SamplingParams{.temperature = 1.0f, .seed = 8 + i};
+      r.record_experts = true;
+      Rollout* o = &ro[i];
+      r.on_sample = [o](const SampleInfo& si) {
+        o->sampled.push_back(si.token);
+        o->logprobs.push_back(si.logprob);
+      };
+      r.on_done = [o, prom](const GenResult& g) {
+        o->res = g;
+        prom->set_value();
+      };
+      engine.submit(std::move(r));
+    }
+    for (auto& f : done) f.get();
+  }
+  int64_t moe_rows = 0, unequal = 0;
+  for (const Rollout& o : ro) {
+    ASSERT_EQ(o.res.reason, FinishReason::kLength);
+    ASSERT_TRUE(o.res.experts);
+    const int64_t P = int64_t(o.prompt.size()), G = o.res.generated;
+    TrainBatch b;
+    b.B = 1;
+    b.T = P + G - 1;
+    b.tokens = o.prompt;
+    b.tokens.insert(b.tokens.end(), o.sampled.begin(), o.sampled.end());
+    TrainOptions opt;
+    opt.dense = false;  // the engine's sparse attention
+    const std::vector<Decisions> replay = {*o.res.experts};
+    std::vector<Decisions> own;
+    opt.replay = &replay;
+    opt.record = &own;
+    TrainStep step(*s.model, *s.params);
+    const TrainResult r = step.evaluate(b, opt);
+    for (int64_t l = 0; l < s.cfg.num_hidden_layers; ++l) {
+      const auto& want = o.res.experts->layers[size_t(l)].experts;
+      const auto& got = own[0].layers[size_t(l)].experts;
+      ASSERT_EQ(want.size(), got.size()) << "layer " << l;
+      if (want.empty()) continue;
+      EXPECT_EQ(int64_t(want.size()), b.T * s.cfg.num_experts_per_tok);
+      moe_rows += b.T;
+      for (size_t j = 0; j < want.size(); ++j) unequal += want[j] != got[j];
+    }
+    // The engine's log-prob of sample i: float(double) of its fp32 logits; decode rows on CUDA
+    // round differently from the trainer's prefill (see LogprobsEqualTheEnginesBitForBit).
+    for (int64_t i = 0; i < G; ++i)
+      EXPECT_NEAR(r.logprobs[size_t(P - 1 + i)], o.logprobs[size_t(i)], cuda ? 16 * 0x1p-8 : 1e-5) << "sample " << i;
+    // Other experts from position P on: the targets before P keep their log-probs, later ones move.
+    std::vector<Decisions> other = replay;
+    const int64_t k = s.cfg.num_experts_per_tok, E = s.cfg.n_routed_experts;
+    for (auto& L : other[0].layers)
+      for (int64_t t = P; t < b.T && !L.experts.empty(); ++t) {
+        for (int64_t j = 0; j < k; ++j) L.experts[size_t(t * k + j)] = int32_t((L.experts[size_t(t * k + j)] + 1) % E);
+        std::sort(L.experts.begin() + t * k, L.experts.begin() + (t + 1) * k);
+      }
+    opt.replay = &other;
+    const TrainResult r2 = step.evaluate(b, opt);
+    int moved = 0;
+    for (int64_t t = 0; t < b.T; ++t) {
+      if (t < P) EXPECT_EQ(r2.logprobs[size_t(t)], r.logprobs[size_t(t)]) << "target " << t;
+      else moved += r2.logprobs[size_t(t)] != r.logprobs[size_t(t)];
+    }
+    EXPECT_GT(moved, 0);
+  }
+  EXPECT_GT(moe_rows, 0);
+  std::printf("keep-routing: %lld of %lld expert choices differ between the engine and the trainer\n",
+              (long long)unequal, (long long)(moe_rows * s.cfg.num_experts_per_tok));
+  if (!cuda) EXPECT_EQ(unequal, 0);
 }
 
 #ifdef DSA_TRAIN_CUDA

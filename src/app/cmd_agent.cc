@@ -21,6 +21,7 @@ using Json = text::OrderedJson;
 
 struct AgentArgs {
   std::string model, tokenizer, backend, env_file, endpoint, api_model = "default", policy = "model", json_out, plot_out, select_out;
+  std::string records_out;
   std::string task, split = "all";
   int spec_index = 0, k = 1, attempts = 0, threads = 4;
   env::AgentOptions opt;
@@ -41,6 +42,25 @@ void add_common(CLI::App* c, AgentArgs& a) {
   c->add_option("--max-turn-tokens", a.opt.max_turn_tokens, "Generated tokens per turn")->check(CLI::Range(int64_t(1), int64_t(1) << 24));
   c->add_option("--temperature", a.sampling.temperature, "0 = greedy");
   c->add_option("--seed", a.sampling.seed, "Sampling seed");
+  c->add_option("--top-k", a.sampling.top_k, "Sample among the k most likely ids (0 = off)")->check(CLI::Range(int64_t(0), int64_t(1) << 31));
+  c->add_option("--top-p", a.sampling.top_p, "Nucleus sampling mass (1 = off)")->check(CLI::Range(1e-6f, 1.0f));
+  c->add_option("--records", a.records_out,
+                "Write what RL needs of each model turn as JSONL, one line per episode: prompt and sampled ids, "
+                "log-probs, sampling masks, experts per position (--policy model)");
+}
+
+// One JSONL line per episode: its outcome and the turn records (keep-routing, keep-sampling-mask).
+void write_records(const std::string& path, const std::vector<env::Episode>& eps, int attempts) {
+  std::ofstream f(path);
+  DSA_CHECK(f.good(), "cannot write {}", path);
+  for (size_t i = 0; i < eps.size(); ++i) {
+    const env::Episode& e = eps[i];
+    Json turns = Json::array();
+    for (const auto& r : e.records) turns.push_back(r.to_json());
+    f << Json{{"task", e.task_id}, {"attempt", int(i % size_t(attempts))}, {"pass", e.pass}, {"end", e.end},
+              {"turns", std::move(turns)}}.dump() << "\n";
+  }
+  DSA_CHECK(f.good(), "cannot write {}", path);
 }
 
 struct PolicyHolder {
@@ -50,6 +70,7 @@ struct PolicyHolder {
 
 PolicyHolder make_policy(const AgentArgs& a, int batch) {
   PolicyHolder h;
+  DSA_CHECK(a.records_out.empty() || a.policy == "model", "--records needs --policy model (token access)");
   if (a.policy == "gold") {
     h.policy = std::make_unique<env::GoldPolicy>();
   } else if (a.policy == "faulty") {
@@ -60,7 +81,8 @@ PolicyHolder make_policy(const AgentArgs& a, int batch) {
   } else {
     DSA_CHECK(!a.model.empty(), "--policy model needs -m MODEL (or use --policy gold|openai)");
     h.local = LocalModel::load(a.model, a.tokenizer, a.backend, batch);
-    h.policy = std::make_unique<env::EnginePolicy>(*h.local->engine, *h.local->tok, h.local->eos(), a.sampling, true);
+    h.policy = std::make_unique<env::EnginePolicy>(*h.local->engine, *h.local->tok, h.local->eos(), a.sampling,
+                                                   !a.records_out.empty());
   }
   return h;
 }
@@ -119,6 +141,7 @@ void add_agent_command(CLI::App& app) {
         std::ofstream f(a->json_out);
         f << ep.to_json(true).dump(1) << "\n";
       }
+      if (!a->records_out.empty()) write_records(a->records_out, {ep}, 1);
       if (h.local) h.local->engine->shutdown();
     });
   });
@@ -153,6 +176,7 @@ void add_eval_command(CLI::App& app) {
                      std::string(size_t(w - f), '.').c_str(), d, total, tty ? "" : "\n");
       });
       if (tty) std::fprintf(stderr, "\n");
+      if (!a->records_out.empty()) write_records(a->records_out, eps, n);
       struct Agg { double p1 = 0, pk = 0; int tasks = 0; };
       std::map<std::string, std::map<int, Agg>> agg;
       Json per_task = Json::array();

@@ -44,6 +44,34 @@ Json Episode::to_json(bool with_messages) const {
   return o;
 }
 
+Json TurnRecord::to_json() const {
+  Json o = {{"prompt", prompt}, {"tokens", tokens}, {"logprobs", logprobs}, {"loss_mask", loss_mask}};
+  if (mask_offsets.size() == tokens.size() + 1) {
+    Json m = Json::array();
+    for (size_t i = 0; i < tokens.size(); ++i)
+      m.push_back(std::vector<int32_t>(mask_ids.begin() + mask_offsets[i], mask_ids.begin() + mask_offsets[i + 1]));
+    o["sampling_mask"] = std::move(m);  // [] = nothing cut
+  }
+  if (experts) {
+    std::vector<int32_t> layers;
+    for (size_t l = 0; l < experts->layers.size(); ++l)
+      if (!experts->layers[l].experts.empty()) layers.push_back(int32_t(l));
+    const int64_t rows = int64_t(prompt.size() + tokens.size()) - 1;
+    Json ids = Json::array();
+    for (int64_t t = 0; t < rows && !layers.empty(); ++t) {
+      Json row = Json::array();
+      for (int32_t l : layers) {
+        const auto& e = experts->layers[size_t(l)].experts;
+        const int64_t k = int64_t(e.size()) / rows;
+        row.push_back(std::vector<int32_t>(e.begin() + t * k, e.begin() + (t + 1) * k));
+      }
+      ids.push_back(std::move(row));
+    }
+    o["experts"] = {{"layers", layers}, {"ids", std::move(ids)}};  // ids [position][layer][k]
+  }
+  return o;
+}
+
 Episode run_episode(const TaskRef& ref, Policy& policy, const AgentOptions& opt, const EventFn& on_event) {
   const auto t0 = std::chrono::steady_clock::now();
   const EnvSpec& env = *ref.env;
@@ -264,8 +292,8 @@ PolicyReply EnginePolicy::next(const Json& messages, const EpisodeContext& ctx) 
     std::condition_variable cv;
     bool done = false;
     GenResult res;
-    std::vector<int32_t> tokens;
-    std::vector<float> logprobs;
+    std::vector<int32_t> tokens;  // reported ids (stop ids excluded)
+    TurnRecord rec;               // every sampled id, with its log-prob and sampling mask
   };
   auto w = std::make_shared<Wait>();
   PolicyReply r;
@@ -275,12 +303,17 @@ PolicyReply EnginePolicy::next(const Json& messages, const EpisodeContext& ctx) 
   req.sampling = sampling_;
   req.sampling.seed = sampling_.seed + calls_++;
   req.stop_ids = {eos_};
-  const bool rec = record_;
-  req.on_logprob = [w, rec](int32_t t, float lp) {
-    if (!rec) return;
-    w->logprobs.push_back(lp);
-    (void)t;
-  };
+  if (record_) {
+    req.record_mask = req.record_experts = true;
+    w->rec.mask_offsets.push_back(0);
+    req.on_sample = [w](const SampleInfo& si) {  // engine thread; w->rec is read after on_done
+      TurnRecord& t = w->rec;
+      t.tokens.push_back(si.token);
+      t.logprobs.push_back(si.logprob);
+      t.mask_ids.insert(t.mask_ids.end(), si.mask->begin(), si.mask->end());
+      t.mask_offsets.push_back(int64_t(t.mask_ids.size()));
+    };
+  }
   req.on_token = [w](int32_t t) {
     w->tokens.push_back(t);
     return true;
@@ -291,7 +324,6 @@ PolicyReply EnginePolicy::next(const Json& messages, const EpisodeContext& ctx) 
     w->done = true;
     w->cv.notify_all();
   };
-  if (!rec) req.on_logprob = nullptr;
   const std::vector<int32_t> prompt = req.prompt;
   for (;;) {
     try {
@@ -314,16 +346,15 @@ PolicyReply EnginePolicy::next(const Json& messages, const EpisodeContext& ctx) 
   }
   r.tokens = w->res.generated;
   r.raw = tok_.decode(w->tokens, false);
-  std::vector<int32_t> sampled = w->tokens;
-  if (w->res.reason == FinishReason::kStop && int64_t(sampled.size()) < w->res.generated) {
+  if (w->res.reason == FinishReason::kStop && int64_t(w->tokens.size()) < w->res.generated)
     r.raw += text::kEos;  // the stop token is not reported; the parser wants it after plain content
-    sampled.push_back(eos_);
-  }
-  if (rec) {
+  if (record_) {
+    r.record = std::move(w->rec);
+    DSA_CHECK(int64_t(r.record.tokens.size()) == w->res.generated, "engine policy: {} sampled ids recorded, {} generated",
+              r.record.tokens.size(), w->res.generated);
     r.record.prompt = prompt;
-    r.record.tokens = sampled;
-    r.record.logprobs = w->logprobs;
-    r.record.mask.assign(sampled.size(), 1);
+    r.record.loss_mask.assign(r.record.tokens.size(), 1);
+    r.record.experts = w->res.experts;
   }
   return r;
 }

@@ -32,7 +32,17 @@ struct TurnRecord {
   std::vector<int32_t> prompt;    // the prompt ids of this turn
   std::vector<int32_t> tokens;    // sampled ids (the stop token included when it was sampled)
   std::vector<float> logprobs;    // log-probability of each sampled id under the model
-  std::vector<uint8_t> mask;      // 1 for every sampled id (loss on), per token of `tokens`
+  std::vector<uint8_t> loss_mask; // 1 for every sampled id (loss on), per token of `tokens`
+  // Keep-sampling-mask: per sampled id, the ids its draw could have produced (the top-k / top-p
+  // survivors, ascending), as rows mask_ids[mask_offsets[i] .. mask_offsets[i+1]); an empty row
+  // means nothing was cut (the whole vocabulary). mask_offsets has tokens.size() + 1 entries.
+  std::vector<int64_t> mask_offsets;
+  std::vector<int32_t> mask_ids;
+  // Keep-routing: the experts each MoE layer chose at every position the model ran on (the
+  // prompt and the sampled ids fed back: prompt.size() + tokens.size() - 1 rows), in
+  // TrainOptions::replay's layout for the sequence prompt + tokens minus its last id.
+  std::shared_ptr<const Decisions> experts;
+  Json to_json() const;           // ids, log-probs, masks and experts ([rows][moe layer][k])
 };
 
 struct PolicyReply {

@@ -106,15 +106,16 @@ Tensor select_keys(const LayerContext& ctx, const LayerWeights& w, int64_t layer
   }
   const std::string n = fmt::format("l{}.topk", layer);
   const bool dump = ctx.opt.dump && ctx.opt.dump->wants(n);
-  if (ctx.opt.record || dump) {
+  const bool rec = ctx.opt.record && ctx.opt.record_topk;
+  if (rec || dump) {
     const auto own = be.to_host<int32_t>(idx);
-    if (ctx.opt.record) ctx.opt.record->layers[layer].topk = own;
+    if (rec) ctx.opt.record->layers[layer].topk = own;
     if (dump) {
       std::vector<float> f(own.begin(), own.end());
       ctx.opt.dump->add(n, {K}, f.data(), S);
     }
   }
-  if (ctx.opt.replay) {
+  if (ctx.opt.replay && !ctx.opt.replay->layers[layer].topk.empty()) {
     const auto& r = ctx.opt.replay->layers[layer].topk;
     DSA_CHECK(int64_t(r.size()) == S * K, "replay: layer {} top-k has {} entries, expected {}", layer, r.size(), S * K);
     for (int64_t s = 0; s < S; ++s)

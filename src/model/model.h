@@ -47,8 +47,11 @@ class Dump {
 
 struct ForwardOptions {
   bool all_logits = false;           // logits for every position (else only the last)
-  const Decisions* replay = nullptr; // use these top-k sets / expert choices instead of our own
+  // Use these top-k sets / expert choices instead of our own; a layer whose topk (experts) is
+  // empty keeps its own (keep-routing replays the experts only).
+  const Decisions* replay = nullptr;
   Decisions* record = nullptr;       // receives our own decisions
+  bool record_topk = true;           // false: record the expert choices only
   Dump* dump = nullptr;
   bool dense = false;                // dense MLA over every causal key (indexer bypassed; for comparison)
   // Prefill chunks through the absorbed (MQA) attention of decode (spec §6.2 per query row)

@@ -114,7 +114,8 @@ Tensor run_ffn(const LayerContext& ctx, const LayerWeights& w, int64_t layer, co
     }
   }
   if (ctx.opt.dump) dump_f32(ctx, layer, "gate_scores", biased.ptr<float>(), {E});
-  if (ctx.opt.replay) replay_experts(ctx, layer, logits, experts_dev, wts_dev);
+  if (ctx.opt.replay && !ctx.opt.replay->layers[layer].experts.empty())
+    replay_experts(ctx, layer, logits, experts_dev, wts_dev);
   if (ctx.opt.dump && ctx.opt.dump->wants(wn)) {
     const std::vector<float> wts = be.to_host<float>(wts_dev);
     ctx.opt.dump->add(wn, {k}, wts.data(), S);

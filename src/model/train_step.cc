@@ -14,12 +14,13 @@ namespace dsa {
 
 namespace {
 
-// Decisions of B sequences (rows_per_seq each) for layers [l0, l1) ↔ one call's rows.
+// Decisions of B sequences (rows_per_seq each) for layers [l0, l1) ↔ one call's rows. A layer a
+// sequence has no decisions for (e.g. the MTP layer in an engine record) stays its own.
 void join_decisions(const std::vector<Decisions>& per_seq, int64_t l0, int64_t l1, int64_t nlayers, Decisions& out) {
   out.layers.assign(size_t(nlayers), {});
   for (int64_t l = l0; l < l1; ++l)
     for (const Decisions& d : per_seq) {
-      DSA_CHECK(int64_t(d.layers.size()) > l, "replay: decisions of {} layers, layer {} needed", d.layers.size(), l);
+      if (int64_t(d.layers.size()) <= l) continue;
       auto& o = out.layers[size_t(l)];
       o.topk.insert(o.topk.end(), d.layers[l].topk.begin(), d.layers[l].topk.end());
       o.experts.insert(o.experts.end(), d.layers[l].experts.begin(), d.layers[l].experts.end());

@@ -11,6 +11,27 @@
 
 namespace dsa {
 
+namespace {
+
+// Rows [r0, r0 + n) of one call's expert choices appended to a request's record.
+void append_experts(Decisions& to, const Decisions& call, int64_t r0, int64_t n, int64_t k) {
+  for (size_t l = 0; l < call.layers.size() && l < to.layers.size(); ++l) {
+    const auto& e = call.layers[l].experts;
+    if (e.empty()) continue;
+    to.layers[l].experts.insert(to.layers[l].experts.end(), e.begin() + r0 * k, e.begin() + (r0 + n) * k);
+  }
+}
+
+// The first n rows of a record.
+std::shared_ptr<Decisions> first_rows(const Decisions& d, int64_t n, int64_t k) {
+  auto out = std::make_shared<Decisions>();
+  out->layers.resize(d.layers.size());
+  append_experts(*out, d, 0, n, k);
+  return out;
+}
+
+}  // namespace
+
 const char* finish_reason_name(FinishReason r) {
   switch (r) {
     case FinishReason::kStop: return "stop";
@@ -35,6 +56,7 @@ Engine::Engine(Model& model, const EngineOptions& opt) : m_(model), opt_(opt) {
   DSA_CHECK(opt_.prefill_chunk >= 2, "prefill chunk must be >= 2");
   kv_ = m_.make_kv_cache(opt_.page_size, opt_.kv_pages);
   vocab_ = m_.config().vocab_size;
+  k_ = m_.config().num_experts_per_tok;
   max_ctx_ = m_.config().max_position_embeddings;
   // Back the whole budget with memory now (steady RSS under load); a budget beyond the backend's
   // memory is refused here, before serving, with the number of pages that would fit.
@@ -78,11 +100,15 @@ uint64_t Engine::submit(GenRequest req) {
     reject(false, fmt::format("prompt ({} tokens) + max_tokens ({}) need {} KV pages but the KV cache holds only {} "
                               "pages of {} tokens; shorten the prompt or lower max_tokens",
                               P, req.max_tokens, need, opt_.kv_pages, opt_.page_size));
-  auto s = std::make_unique<Seq>(Seq{0, std::move(req), SequenceState(kv_), nullptr, 0, 0, 0, -1, false, {}, {}});
+  auto s = std::make_unique<Seq>(Seq{0, std::move(req), SequenceState(kv_), nullptr, 0, 0, 0, -1, false, {}, {}, nullptr, {}});
   try {
     s->sampler = std::make_unique<Sampler>(s->req.sampling);
   } catch (const Error& e) {
     reject(false, e.what());
+  }
+  if (s->req.record_experts) {
+    s->routes = std::make_shared<Decisions>();
+    s->routes->layers.assign(size_t(m_.config().num_hidden_layers), {});
   }
   s->submitted = Clock::now();
   uint64_t id = 0;
@@ -103,6 +129,14 @@ uint64_t Engine::submit(GenRequest req) {
   }
   cv_.notify_all();
   return id;
+}
+
+void Engine::flush_prefix_cache() {
+  {
+    std::lock_guard<std::mutex> lk(mu_);
+    flush_ = true;
+  }
+  cv_.notify_all();
 }
 
 void Engine::cancel(uint64_t id) {
@@ -131,18 +165,19 @@ void Engine::finish(Seq& s, FinishReason r, const std::string& err) {
     std::lock_guard<std::mutex> lk(mu_);
     ++metrics_.requests_finished[int(r)];
   }
-  if (s.req.on_done) s.req.on_done(GenResult{r, err, int64_t(s.req.prompt.size()), s.generated, s.cached});
+  if (s.req.on_done) s.req.on_done(GenResult{r, err, int64_t(s.req.prompt.size()), s.generated, s.cached, s.routes});
 }
 
 bool Engine::take_token(Seq& s, float* logits) {
   for (auto& [t, b] : s.req.logit_bias) logits[t] += b;
-  const int32_t tok = s.sampler->sample(logits, vocab_);
-  if (s.req.on_logprob) {
+  const int32_t tok = s.sampler->sample(logits, vocab_, s.req.record_mask ? &s.mask : nullptr);
+  if (s.req.on_sample) {
     float mx = logits[0];
     for (int64_t i = 1; i < vocab_; ++i) mx = std::max(mx, logits[i]);
     double sum = 0;
     for (int64_t i = 0; i < vocab_; ++i) sum += std::exp(double(logits[i] - mx));
-    s.req.on_logprob(tok, float(double(logits[tok] - mx) - std::log(sum)));
+    s.req.on_sample(SampleInfo{tok, float(double(logits[tok] - mx) - std::log(sum)),
+                               s.req.record_mask ? &s.mask : nullptr});
   }
   const auto now = Clock::now();
   {
@@ -185,6 +220,7 @@ void Engine::remember_prefix(const Seq& s) {
   for (auto it = prefix_cache_.begin(); it != prefix_cache_.end();) {
     const auto& t = it->tokens;
     if (t.size() >= toks.size() && std::equal(toks.begin(), toks.end(), t.begin())) {
+      if (!it->routes && s.routes && t.size() == toks.size()) it->routes = first_rows(*s.routes, n, k_);
       prefix_cache_.splice(prefix_cache_.begin(), prefix_cache_, it);  // already covered: refresh
       return;
     }
@@ -193,7 +229,8 @@ void Engine::remember_prefix(const Seq& s) {
     else
       ++it;
   }
-  prefix_cache_.push_front(CacheEntry{std::move(toks), s.state.fork(n)});  // full pages: shared, no copy
+  // Full pages: shared, no copy. The experts of those rows go with them for recording requests.
+  prefix_cache_.push_front(CacheEntry{std::move(toks), s.state.fork(n), s.routes ? first_rows(*s.routes, n, k_) : nullptr});
   while (int64_t(prefix_cache_.size()) > opt_.prefix_cache_entries) prefix_cache_.pop_back();
 }
 
@@ -206,6 +243,7 @@ bool Engine::admit(std::unique_ptr<Seq>& s) {
     auto best = prefix_cache_.end();
     int64_t best_n = 0;
     for (auto it = prefix_cache_.begin(); it != prefix_cache_.end(); ++it) {
+      if (s->routes && !it->routes) continue;  // a recording request needs the experts of the rows it skips
       const auto& t = it->tokens;
       const size_t lim = std::min(t.size(), prompt.size());
       size_t l = 0;
@@ -223,6 +261,7 @@ bool Engine::admit(std::unique_ptr<Seq>& s) {
         return false;
       }
       s->prefilled = s->cached = best_n;
+      if (best_n > 0 && s->routes) append_experts(*s->routes, *best->routes, 0, best_n, k_);
       if (best_n > 0) prefix_cache_.splice(prefix_cache_.begin(), prefix_cache_, best);
       std::lock_guard<std::mutex> lk(mu_);
       metrics_.prompt_tokens += uint64_t(P);
@@ -244,7 +283,13 @@ void Engine::prefill_step(Seq& s) {
   try {
     ForwardOptions fo;
     fo.absorbed_prefill = opt_.absorbed_prefill;
+    Decisions d;
+    if (s.routes) {
+      fo.record = &d;
+      fo.record_topk = false;
+    }
     logits = m_.forward(s.state, piece, fo);
+    if (s.routes) append_experts(*s.routes, d, 0, n, k_);
   } catch (const std::exception& e) {
     finish(s, FinishReason::kError, e.what());
     return;
@@ -266,13 +311,23 @@ void Engine::decode_step() {
   if (ds.empty()) return;
   std::vector<SequenceState*> states;
   std::vector<int32_t> toks;
+  bool rec = false;
   for (Seq* s : ds) {
     states.push_back(&s->state);
     toks.push_back(s->last);
+    rec = rec || s->routes;
   }
   std::vector<float> logits;
   try {
-    logits = m_.forward_decode(states, toks);
+    ForwardOptions fo;
+    Decisions d;
+    if (rec) {
+      fo.record = &d;
+      fo.record_topk = false;
+    }
+    logits = m_.forward_decode(states, toks, fo);
+    for (size_t i = 0; i < ds.size() && rec; ++i)
+      if (ds[i]->routes) append_experts(*ds[i]->routes, d, int64_t(i), 1, k_);
   } catch (const std::exception& e) {
     for (Seq* s : ds) finish(*s, FinishReason::kError, e.what());
     return;
@@ -296,7 +351,9 @@ void Engine::loop() {
     std::vector<uint64_t> cancels;
     {
       std::unique_lock<std::mutex> lk(mu_);
-      auto has_work = [&] { return stop_ || !incoming_.empty() || !cancels_.empty() || !running_.empty() || !waiting_.empty(); };
+      auto has_work = [&] {
+        return stop_ || flush_ || !incoming_.empty() || !cancels_.empty() || !running_.empty() || !waiting_.empty();
+      };
       if (!has_work()) {
         // Idle: give the model's cached temporaries back, so memory returns to its baseline.
         lk.unlock();
@@ -310,6 +367,11 @@ void Engine::loop() {
         incoming_.pop_front();
       }
       cancels.swap(cancels_);
+      if (flush_) {
+        prefix_cache_.clear();  // forks only: pages still held by running sequences stay theirs
+        metrics_.prefix_cache_entries = 0;
+        flush_ = false;
+      }
     }
     for (uint64_t id : cancels) {
       for (auto& s : running_)

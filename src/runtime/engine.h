@@ -47,6 +47,19 @@ struct GenResult {
   int64_t prompt_tokens = 0;
   int64_t generated = 0;       // sampled tokens, a final stop id included
   int64_t cached_tokens = 0;   // prompt tokens taken from the prefix cache
+  // With GenRequest::record_experts: the experts every MoE layer chose at each position the model
+  // ran for this request — the prompt (rows taken from the prefix cache included) and every
+  // sampled token fed back, i.e. prompt_tokens + generated - 1 rows when it ends normally — in
+  // TrainOptions::replay's layout (layers[l].experts [rows, num_experts_per_tok], top-k sets
+  // left empty): V3.2's keep-routing.
+  std::shared_ptr<const Decisions> experts;
+};
+
+// One sampled token (GenRequest::on_sample).
+struct SampleInfo {
+  int32_t token = 0;
+  float logprob = 0;                         // log p(token) under the logits (bias added, before temperature)
+  const std::vector<int32_t>* mask = nullptr;  // with record_mask: the sampling mask (Sampler::sample's kept set)
 };
 
 struct GenRequest {
@@ -59,9 +72,10 @@ struct GenRequest {
   // end the request with kStop (e.g. a stop string matched).
   std::function<bool(int32_t)> on_token;
   // When set: called on the engine thread for every sampled token (a stop id included, before
-  // on_token) with its log-probability under the logits (bias added, before temperature) — what
-  // RL rollouts record.
-  std::function<void(int32_t, float)> on_logprob;
+  // on_token) — what RL rollouts record.
+  std::function<void(const SampleInfo&)> on_sample;
+  bool record_mask = false;      // SampleInfo::mask: the ids the draw could have produced
+  bool record_experts = false;   // GenResult::experts (keep-routing)
   // Called exactly once on the engine thread when the request ends (also on rejection after
   // submit, cancellation and shutdown).
   std::function<void(const GenResult&)> on_done;
@@ -103,6 +117,9 @@ class Engine {
   // Ends a request as soon as the engine thread sees it (frees its pages); unknown ids are ignored.
   void cancel(uint64_t id);
   void shutdown();  // idempotent
+  // Drops every prefix-cache entry (their pages return) before the next admission — call it
+  // after the model's weights change (RL weight sync), else cached rows come from the old weights.
+  void flush_prefix_cache();
 
   EngineMetrics metrics() const;
   const EngineOptions& options() const { return opt_; }
@@ -124,10 +141,13 @@ class Engine {
     int32_t last = -1;      // token to feed at the next decode step
     bool done = false;
     Clock::time_point submitted, last_token;
+    std::shared_ptr<Decisions> routes;  // record_experts: rows 0 .. (positions run so far)
+    std::vector<int32_t> mask;          // record_mask: scratch for the sampler's kept set
   };
   struct CacheEntry {
     std::vector<int32_t> tokens;  // a whole number of pages
     SequenceState state;
+    std::shared_ptr<const Decisions> routes;  // the experts of those rows, when a recording request made it
   };
 
   void loop();
@@ -144,7 +164,7 @@ class Engine {
   Model& m_;
   EngineOptions opt_;
   std::shared_ptr<KvCache> kv_;
-  int64_t vocab_ = 0, max_ctx_ = 0;
+  int64_t vocab_ = 0, max_ctx_ = 0, k_ = 0;
 
   mutable std::mutex mu_;
   std::condition_variable cv_, idle_cv_;
@@ -153,6 +173,7 @@ class Engine {
   uint64_t next_id_ = 1;                         // guarded by mu_
   bool stop_ = false;                            // guarded by mu_
   bool busy_ = false;                            // guarded by mu_: the loop holds requests
+  bool flush_ = false;                           // guarded by mu_: flush_prefix_cache() pending
   EngineMetrics metrics_;                        // guarded by mu_
 
   // Engine-thread state.

@@ -15,12 +15,14 @@ Sampler::Sampler(const SamplingParams& p) : p_(p), rng_(p.seed) {
   DSA_CHECK(std::isfinite(p.top_p) && p.top_p > 0 && p.top_p <= 1, "top_p must be in (0, 1], got {}", p.top_p);
 }
 
-int32_t Sampler::sample(const float* logits, int64_t vocab) {
+int32_t Sampler::sample(const float* logits, int64_t vocab, std::vector<int32_t>* kept) {
   DSA_CHECK(vocab > 0, "sample: empty vocabulary");
+  if (kept) kept->clear();
   if (p_.temperature == 0.0f) {
     int64_t best = 0;
     for (int64_t i = 1; i < vocab; ++i)
       if (logits[i] > logits[best]) best = i;  // first maximum wins
+    if (kept && vocab > 1) kept->push_back(int32_t(best));
     return int32_t(best);
   }
   cand_.clear();
@@ -47,6 +49,10 @@ int32_t Sampler::sample(const float* logits, int64_t vocab) {
       cum += prob[i] / sum;
       if (cum >= p_.top_p) { keep = i + 1; break; }
     }
+  }
+  if (kept && int64_t(keep) < vocab) {
+    for (size_t i = 0; i < keep; ++i) kept->push_back(cand_[i].second);
+    std::sort(kept->begin(), kept->end());
   }
   double mass = 0;
   for (size_t i = 0; i < keep; ++i) mass += prob[i];

@@ -16,7 +16,11 @@ struct SamplingParams {
 class Sampler {
  public:
   explicit Sampler(const SamplingParams& p);  // validates the parameters (throws dsa::Error)
-  int32_t sample(const float* logits, int64_t vocab);
+  // Draws one id. kept (optional) receives the sampling mask of the draw: the ids it could have
+  // produced, ascending — {argmax} when greedy, the top-k / top-p survivors otherwise — and is
+  // left empty when nothing was cut (every id of the vocabulary possible). V3.2's keep-sampling-mask
+  // applies this set to the trainer's policy.
+  int32_t sample(const float* logits, int64_t vocab, std::vector<int32_t>* kept = nullptr);
 
  private:
   SamplingParams p_;

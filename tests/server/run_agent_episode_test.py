@@ -224,13 +224,50 @@ def test_model_synth_against_dsa_serve():
     assert "no spec validated" in r.stderr, r.stderr
 
 
+def test_dsa_agent_records_what_rl_needs():
+    """`dsa agent -m MODEL --records`: per model turn the prompt ids (turn 1: the encoder's rendering of
+    system + tools + user), sampled ids, log-probs, top-k sampling masks and the experts of every
+    position the model ran on (keep-routing / keep-sampling-mask)."""
+    with open(os.path.join(S["model"], "config.json")) as f:
+        cfg = json.load(f)
+    moe = [l for l in range(cfg["num_hidden_layers"]) if l >= cfg["first_k_dense_replace"]]
+    with tempfile.TemporaryDirectory() as d:
+        ep_path, rec_path = os.path.join(d, "ep.json"), os.path.join(d, "rec.jsonl")
+        dsa("agent", "-m", S["model"], "--env", S["spec_file"], "--spec", "0", "--task", S["task"]["id"], "--max-turns", "2",
+            "--max-turn-tokens", "8", "--temperature", "1", "--top-k", "8", "--seed", "3", "--json", ep_path, "--records", rec_path)
+        with open(ep_path) as f:
+            ep = json.load(f)
+        with open(rec_path) as f:
+            lines = f.read().splitlines()
+    assert len(lines) == 1, len(lines)
+    rec = json.loads(lines[0])
+    assert rec["task"] == S["task"]["id"] and rec["end"] == ep["end"] and len(rec["turns"]) == ep["turns"], (rec.keys(), ep["end"])
+    assert rec["turns"][0]["prompt"] == tokenize_messages(ep["messages"][:2]), "turn 1 prompt is not the encoder's rendering"
+    for t in rec["turns"]:
+        n = len(t["tokens"])
+        assert 1 <= n <= 8 and len(t["logprobs"]) == n and t["loss_mask"] == [1] * n, t.keys()
+        assert all(lp <= 0 for lp in t["logprobs"]), t["logprobs"]
+        assert len(t["sampling_mask"]) == n, len(t["sampling_mask"])
+        for tok, m in zip(t["tokens"], t["sampling_mask"]):
+            assert len(m) == 8 and m == sorted(set(m)) and tok in m, (tok, m)
+        ex = t["experts"]
+        assert ex["layers"] == moe, (ex["layers"], moe)
+        assert len(ex["ids"]) == len(t["prompt"]) + n - 1, (len(ex["ids"]), len(t["prompt"]), n)
+        for row in ex["ids"]:
+            assert len(row) == len(moe), row
+            for e in row:
+                assert len(e) == cfg["num_experts_per_tok"] and e == sorted(set(e)), e
+                assert 0 <= e[0] and e[-1] < cfg["n_routed_experts"], e
+    S["figures"]["records_turns"] = len(rec["turns"])
+
+
 TESTS = [test_env_call_matches_the_gold_replay, test_model_episode_client_runs_the_tools,
          test_gold_history_is_accepted_and_answered, test_dsa_agent_openai_policy_against_dsa_serve,
-         test_model_synth_cli_over_http, test_model_synth_against_dsa_serve]
+         test_model_synth_cli_over_http, test_model_synth_against_dsa_serve, test_dsa_agent_records_what_rl_needs]
 
 
 def setup(work, tmp):
-    model = os.path.join(work, "demo")
+    model = S["model"] = os.path.join(work, "demo")
     if not os.path.exists(os.path.join(model, "config.json")):
         os.makedirs(work, exist_ok=True)
         dsa("make-model", "--preset", "demo", "-o", model)
