@@ -6,8 +6,10 @@
 #   bench/dsa_conversion_device.sh start   build dsa, start the stages in the background (setsid)
 #   bench/dsa_conversion_device.sh poll    progress; metrics, eval JSON and the summary into $OUT
 # Then the control: the dense model trained on as long as the sparse stage with dense attention.
+# Last, the inference crossover: `dsa bench` (decode and a prefill chunk, DSA vs dense, per layer)
+# on the converted model at growing contexts (CSVs into $OUT/bench).
 # Env: STEPS0 / STEPS1 / STEPS2 override the stages' optimizer.steps; EVAL_BATCHES (default 16);
-# SKIP_DENSE=1 keeps stage 0 of a previous run on the same machine.
+# SKIP_DENSE=1 keeps stage 0 of a previous run on the same machine; CONTEXTS (bench decode).
 set -uo pipefail
 cd "$(dirname "$0")/.."
 OUT=${OUT:-out/dsa-conversion}
@@ -45,6 +47,10 @@ runs() {
   # Control: the dense model trained on as long as the sparse stage, dense attention.
   stage densecont configs/train/dsa_densecont_h200.json "${STEPS2:-}" "$W/dense/export"
   evaluate densecont "$W/densecont/export"
+  t0=$(date +%s)
+  build-cuda/dsa bench -m "$W/sparse/export" --backend cuda --no-kernels --contexts "${CONTEXTS:-1K,2K,4K,8K,16K,32K,64K}" \
+    --prefill-contexts 1K,4K,16K,64K --prefill-chunk 512 --steps 10 --warmup 3 -o "$W/bench" >"$W/bench.log" 2>&1
+  log "bench rc=$? in $(( $(date +%s) - t0 )) s"
   log "done"
 }
 
@@ -71,6 +77,7 @@ case "${1:-}" in
     cp "$W"/summary.txt "$OUT/" 2>/dev/null
     for s in warmup sparse; do [ -f "$W/$s/metrics.jsonl" ] && cp "$W/$s/metrics.jsonl" "$OUT/metrics_$s.jsonl"; done
     for s in dense warmup sparse densecont; do [ -f "$W/eval_$s.json" ] && cp "$W/eval_$s.json" "$OUT/"; done
+    if [ -d "$W/bench" ]; then mkdir -p "$OUT/bench"; cp "$W"/bench/decode.csv "$W"/bench/prefill.csv "$W/bench.log" "$OUT/bench/" 2>/dev/null; fi
     ;;
   _runs) runs ;;
   *) echo "usage: dsa_conversion_device.sh start | poll" >&2; exit 2 ;;

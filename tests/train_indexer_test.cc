@@ -130,6 +130,21 @@ TEST_P(IndexerKlTest, DenseRecallAndRecompute) {
     EXPECT_GE(r, 8.0 / 20.0 - 1e-12);
     EXPECT_LE(r, 1.0 + 1e-9);
   }
+  // The oracle (the top-k largest masses) bounds the indexer's recall from above and is below 1
+  // once queries see more than top-k keys; at T <= top-k every key fits: exactly 1.
+  EXPECT_EQ(a.layer_oracle_recall, b.layer_oracle_recall);
+  ASSERT_EQ(a.layer_oracle_recall.size(), 3u);
+  for (size_t l = 0; l < 3; ++l) {
+    EXPECT_GE(a.layer_oracle_recall[l], a.layer_recall[l] - 1e-9) << "layer " << l;
+    EXPECT_LT(a.layer_oracle_recall[l], 1.0) << "layer " << l;
+  }
+  TrainStep step(*s.model, *s.params);
+  TrainOptions o;
+  o.dense = true;
+  o.indexer_recall = true;
+  const TrainResult shortr = step.evaluate(tokens(2, s.cfg.index_topk, s.cfg.vocab_size, 4), o);
+  for (double v : shortr.layer_oracle_recall) EXPECT_NEAR(v, 1.0, 1e-12);
+  for (double v : shortr.layer_recall) EXPECT_NEAR(v, 1.0, 1e-9);
 }
 
 #ifdef DSA_TRAIN_CUDA
@@ -213,6 +228,8 @@ TEST(ContextEval, FirstBucketIsDenseAndLaterOnesAreNot) {
     EXPECT_GT(r, 0.25);
     EXPECT_LT(r, 1.0);
   }
+  ASSERT_EQ(ev.oracle_recall.size(), ev.recall.size());
+  for (size_t l = 0; l < ev.recall.size(); ++l) EXPECT_GE(ev.oracle_recall[l], ev.recall[l] - 1e-9);
   const std::string table = train::format_context_eval(ev);
   EXPECT_NE(table.find("[0, 8)"), std::string::npos) << table;
   EXPECT_NE(train::context_eval_json(ev).find("\"ppl_ratio\""), std::string::npos);

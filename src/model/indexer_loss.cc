@@ -6,9 +6,43 @@
 // straight through as in the rest of the trainer.
 #include "model/indexer_loss.h"
 
+#include <algorithm>
 #include <cmath>
+#include <functional>
 
 namespace dsa {
+
+namespace {
+
+// Σ over rows of the mass of the ksel largest p_t[j] (p_t as in indexer_kl: P summed over heads,
+// L1-normalised over the row's valid slots) — the recall of the best possible top-ksel set.
+double oracle_recall_sum(Backend& be, const Tensor& P, const Tensor& idx, int64_t S, int64_t nh, int64_t K,
+                         int64_t ksel) {
+  const std::vector<float> p = be.to_host<float>(P);
+  const std::vector<int32_t> ix = be.to_host<int32_t>(idx);
+  std::vector<double> row(static_cast<size_t>(K));
+  double sum = 0;
+  for (int64_t t = 0; t < S; ++t) {
+    size_t n = 0;
+    double tot = 0;
+    for (int64_t j = 0; j < K; ++j) {
+      if (ix[size_t(t * K + j)] < 0) continue;
+      double v = 0;
+      for (int64_t h = 0; h < nh; ++h) v += p[size_t((t * nh + h) * K + j)];
+      row[n++] = v;
+      tot += v;
+    }
+    if (tot <= 0) continue;
+    const size_t k = std::min(n, size_t(std::max<int64_t>(ksel, 0)));
+    std::nth_element(row.begin(), row.begin() + k, row.begin() + n, std::greater<double>());
+    double top = 0;
+    for (size_t j = 0; j < k; ++j) top += row[j];
+    sum += top / tot;
+  }
+  return sum;
+}
+
+}  // namespace
 
 IndexerKlStats indexer_kl(const GradContext& c, const LayerWeights& w, int64_t layer, const LayerTape& t,
                           const Tensor& key_base, float coef, bool recall) {
@@ -49,6 +83,7 @@ IndexerKlStats indexer_kl(const GradContext& c, const LayerWeights& w, int64_t l
   if (recall) {
     be.download(rec, host.data());
     for (double v : host) st.recall_sum += v;
+    st.oracle_sum = oracle_recall_sum(be, P, t.idx, S, nh, K, ksel);
   }
   if (!grad) return st;
   P = Tensor{};

@@ -9,6 +9,7 @@ namespace dsa {
 struct IndexerKlStats {
   double loss_sum = 0;    // Σ_t KL_t over the call's query rows
   double recall_sum = 0;  // Σ_t recall_t (share of the target mass inside the indexer's top-k)
+  double oracle_sum = 0;  // Σ_t of the largest share any top-k set could hold (the k largest p_t[j])
   int64_t rows = 0;
 };
 
@@ -18,7 +19,8 @@ struct IndexerKlStats {
 // ForwardOptions::score_indexer. coef != 0: adds the gradient of coef · Σ_t KL_t to the indexer's
 // parameters (wq_b, wk, k_norm, weights_proj) and nowhere else: its inputs (qr, the attn_norm
 // output) are detached. key_base: [S] (backend) the row of position 0 of each row's sequence.
-// recall: also measure the recall against the indexer's own top-k (meaningful in dense mode).
+// recall: also measure the recall against the indexer's own top-k (meaningful in dense mode) and
+// the oracle recall, the bound on it for a set of that size (a host pass over P: evaluation only).
 IndexerKlStats indexer_kl(const GradContext& c, const LayerWeights& w, int64_t layer, const LayerTape& t,
                           const Tensor& key_base, float coef, bool recall);
 

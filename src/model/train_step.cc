@@ -192,13 +192,16 @@ TrainResult TrainStep::step(const TrainBatch& batch, const TrainOptions& opt, fl
   TrainResult res;
   if (kl_on) {
     res.layer_kl.assign(size_t(nl), 0.0);
-    if (recall) res.layer_recall.assign(size_t(nl), 0.0);
+    if (recall) res.layer_recall.assign(size_t(nl), 0.0), res.layer_oracle_recall.assign(size_t(nl), 0.0);
   }
   // coef / rows: the gradient of indexer_kl · mean_t KL_t.
   auto layer_kl = [&](const GradContext& c, const LayerWeights& lw, int64_t layer, const LayerTape& t, const Tensor& kb) {
     const IndexerKlStats st = indexer_kl(c, lw, layer, t, kb, kl_coef / float(std::max<int64_t>(c.S, 1)), recall);
     res.layer_kl[size_t(layer)] = st.rows ? st.loss_sum / double(st.rows) : 0.0;
-    if (recall) res.layer_recall[size_t(layer)] = st.rows ? st.recall_sum / double(st.rows) : 0.0;
+    if (recall) {
+      res.layer_recall[size_t(layer)] = st.rows ? st.recall_sum / double(st.rows) : 0.0;
+      res.layer_oracle_recall[size_t(layer)] = st.rows ? st.oracle_sum / double(st.rows) : 0.0;
+    }
   };
   Decisions replay_main, rec_main;
   if (opt.replay) {

@@ -48,6 +48,7 @@ struct TrainResult {
   std::vector<std::vector<int64_t>> expert_load;  // per MoE layer (main, then MTP): [E] choices
   double loss_kl = 0;                             // Σ over layers of mean_t KL_t (when indexer_kl or recall)
   std::vector<double> layer_kl, layer_recall;     // per layer (main, then MTP): mean_t KL_t, mean_t recall_t
+  std::vector<double> layer_oracle_recall;        // per layer: mean_t of the best recall a top-k set could reach
 };
 
 class TrainStep {

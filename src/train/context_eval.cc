@@ -49,12 +49,16 @@ ContextEval evaluate_context(Model& model, Params& params, BatchSource& data, co
         wall += w;
       }
     const double n = double(b.B * b.T);
-    if (ev.recall.empty()) ev.recall.assign(rd.layer_recall.size(), 0.0), ev.layer_kl.assign(rd.layer_kl.size(), 0.0);
+    if (ev.recall.empty())
+      ev.recall.assign(rd.layer_recall.size(), 0.0), ev.layer_kl.assign(rd.layer_kl.size(), 0.0),
+          ev.oracle_recall.assign(rd.layer_oracle_recall.size(), 0.0);
     for (size_t l = 0; l < rd.layer_recall.size(); ++l) ev.recall[l] += rd.layer_recall[l] * n;
+    for (size_t l = 0; l < rd.layer_oracle_recall.size(); ++l) ev.oracle_recall[l] += rd.layer_oracle_recall[l] * n;
     for (size_t l = 0; l < rd.layer_kl.size(); ++l) ev.layer_kl[l] += rd.layer_kl[l] * n;
     rows += n;
   }
   for (double& v : ev.recall) v /= rows;
+  for (double& v : ev.oracle_recall) v /= rows;
   for (double& v : ev.layer_kl) v /= rows;
   for (size_t j = 0; j < dsum.size(); ++j) {
     ContextBucket cb;
@@ -81,6 +85,8 @@ std::string format_context_eval(const ContextEval& e) {
                    std::exp(e.sparse_nll), std::exp(e.sparse_nll - e.dense_nll));
   s += "indexer recall per layer (dense attention mass inside the top-k):";
   for (double r : e.recall) s += fmt::format(" {:.4f}", r);
+  s += "\noracle recall per layer (the k largest attention masses):";
+  for (double r : e.oracle_recall) s += fmt::format(" {:.4f}", r);
   s += "\nindexer KL per layer:";
   for (double v : e.layer_kl) s += fmt::format(" {:.4f}", v);
   s += "\n";
@@ -103,6 +109,7 @@ std::string context_eval_json(const ContextEval& e) {
                         {"ppl_ratio", std::exp(e.sparse_nll - e.dense_nll)},
                         {"buckets", b},
                         {"recall", e.recall},
+                        {"oracle_recall", e.oracle_recall},
                         {"layer_kl", e.layer_kl},
                         {"seconds", e.seconds}}
       .dump(1);

@@ -29,6 +29,7 @@ struct ContextEval {
   std::vector<ContextBucket> buckets;
   double dense_nll = 0, sparse_nll = 0;  // over every target
   std::vector<double> recall, layer_kl;  // per layer (dense pass)
+  std::vector<double> oracle_recall;     // per layer: the best recall a top-k set could reach
   double seconds = 0;
 };
 

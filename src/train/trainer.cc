@@ -193,14 +193,18 @@ Trainer::IndexerEval Trainer::validate_indexer() {
     const TrainBatch b = val_->next();
     const TrainResult r = step.evaluate(b, o);
     const double n = double(b.B * b.T);
-    if (ev.layer_kl.empty()) ev.layer_kl.assign(r.layer_kl.size(), 0.0), ev.recall.assign(r.layer_recall.size(), 0.0);
+    if (ev.layer_kl.empty())
+      ev.layer_kl.assign(r.layer_kl.size(), 0.0), ev.recall.assign(r.layer_recall.size(), 0.0),
+          ev.oracle.assign(r.layer_oracle_recall.size(), 0.0);
     for (size_t l = 0; l < r.layer_kl.size(); ++l) ev.layer_kl[l] += r.layer_kl[l] * n;
     for (size_t l = 0; l < r.layer_recall.size(); ++l) ev.recall[l] += r.layer_recall[l] * n;
+    for (size_t l = 0; l < r.layer_oracle_recall.size(); ++l) ev.oracle[l] += r.layer_oracle_recall[l] * n;
     rows += n;
   }
   ev.kl = 0;
   for (double& v : ev.layer_kl) ev.kl += v /= rows;
   for (double& v : ev.recall) v /= rows;
+  for (double& v : ev.oracle) v /= rows;
   return ev;
 }
 
@@ -315,6 +319,7 @@ RunSummary Trainer::run(bool resume, const std::atomic<bool>* stop_flag) {
       rec["val_kl"] = iev.kl;
       rec["val_layer_kl"] = iev.layer_kl;
       rec["recall"] = iev.recall;
+      rec["oracle_recall"] = iev.oracle;
     }
     if (std::isfinite(val)) {
       rec["val_loss"] = val;

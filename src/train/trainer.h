@@ -53,10 +53,10 @@ class Trainer {
   double validate();  // mean validation loss over cfg.eval_batches batches
   // The indexer on the validation batches under dense attention: mean KL per token summed over
   // layers, and per layer (main, then MTP) the mean KL and the recall (share of the dense
-  // attention's mass inside the indexer's top-k).
+  // attention's mass inside the indexer's top-k) with its oracle bound (the mass of the k largest).
   struct IndexerEval {
     double kl = NAN;
-    std::vector<double> layer_kl, recall;
+    std::vector<double> layer_kl, recall, oracle;
   };
   IndexerEval validate_indexer();
 
