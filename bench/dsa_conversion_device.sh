@@ -5,11 +5,13 @@
 # Carry ["build-cudadeps", "third_party", "data/bench-corpus"] (see bench/train_device_bench.sh).
 #   bench/dsa_conversion_device.sh start   build dsa, start the stages in the background (setsid)
 #   bench/dsa_conversion_device.sh poll    progress; metrics, eval JSON and the summary into $OUT
+#   bench/dsa_conversion_device.sh bench   the inference crossover alone (demo architecture)
 # Then the control: the dense model trained on as long as the sparse stage with dense attention.
 # Last, the inference crossover: `dsa bench` (decode and a prefill chunk, DSA vs dense, per layer)
 # on the converted model at growing contexts (CSVs into $OUT/bench).
 # Env: STEPS0 / STEPS1 / STEPS2 override the stages' optimizer.steps; EVAL_BATCHES (default 16);
-# SKIP_DENSE=1 keeps stage 0 of a previous run on the same machine; CONTEXTS (bench decode).
+# SKIP_DENSE=1 keeps stage 0 of a previous run on the same machine; CONTEXTS (bench decode),
+# PREFILL_CONTEXTS (bench prefill chunk; the dense MHA prefill kernel refuses 16K keys).
 set -uo pipefail
 cd "$(dirname "$0")/.."
 OUT=${OUT:-out/dsa-conversion}
@@ -33,6 +35,24 @@ evaluate() {  # name model
   grep -E "recall|KL" "$W/eval_$1.txt" | tee -a "$W/summary.txt"
 }
 
+inference_bench() {  # model
+  t0=$(date +%s)
+  build-cuda/dsa bench -m "$1" --backend cuda --no-kernels --contexts "${CONTEXTS:-1K,2K,4K,8K,16K,32K,64K}" \
+    --prefill-contexts "${PREFILL_CONTEXTS:-1K,2K,4K,8K}" --prefill-chunk 512 --steps 10 --warmup 3 -o "$W/bench" >"$W/bench.log" 2>&1
+  log "bench rc=$? in $(( $(date +%s) - t0 )) s"
+}
+
+build() {
+  source scripts/device_deps.sh
+  cmake -S . -B build-cuda -G Ninja -DDSA_CUDA=ON -DDSA_TESTS=OFF -DCMAKE_BUILD_TYPE=Release "${DEPARGS[@]}" \
+    >"$W/build.log" 2>&1 || { log "configure failed"; tail -30 "$W/build.log"; exit 1; }
+  t0=$(date +%s)
+  ninja -C build-cuda -j"$(nproc)" dsa >>"$W/build.log" 2>&1 \
+    || { log "build failed"; grep -E "error|FAILED" "$W/build.log" | head -30; exit 1; }
+  log "build ok in $(( $(date +%s) - t0 )) s"
+  export LD_LIBRARY_PATH
+}
+
 runs() {
   if [ "${SKIP_DENSE:-0}" = 1 ] && [ -d "$W/dense/export" ]; then
     log "stage 0 kept from the previous run ($W/dense/export)"
@@ -47,10 +67,7 @@ runs() {
   # Control: the dense model trained on as long as the sparse stage, dense attention.
   stage densecont configs/train/dsa_densecont_h200.json "${STEPS2:-}" "$W/dense/export"
   evaluate densecont "$W/densecont/export"
-  t0=$(date +%s)
-  build-cuda/dsa bench -m "$W/sparse/export" --backend cuda --no-kernels --contexts "${CONTEXTS:-1K,2K,4K,8K,16K,32K,64K}" \
-    --prefill-contexts 1K,4K,16K,64K --prefill-chunk 512 --steps 10 --warmup 3 -o "$W/bench" >"$W/bench.log" 2>&1
-  log "bench rc=$? in $(( $(date +%s) - t0 )) s"
+  inference_bench "$W/sparse/export"
   log "done"
 }
 
@@ -59,14 +76,7 @@ case "${1:-}" in
     if [ "${SKIP_DENSE:-0}" = 1 ]; then rm -rf "$W"/warmup "$W"/sparse "$W"/densecont; else rm -rf "$W"; fi
     mkdir -p "$W" "$OUT"
     nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader | tee -a "$W/summary.txt"
-    source scripts/device_deps.sh
-    cmake -S . -B build-cuda -G Ninja -DDSA_CUDA=ON -DDSA_TESTS=OFF -DCMAKE_BUILD_TYPE=Release "${DEPARGS[@]}" \
-      >"$W/build.log" 2>&1 || { log "configure failed"; tail -30 "$W/build.log"; exit 1; }
-    t0=$(date +%s)
-    ninja -C build-cuda -j"$(nproc)" dsa >>"$W/build.log" 2>&1 \
-      || { log "build failed"; grep -E "error|FAILED" "$W/build.log" | head -30; exit 1; }
-    log "build ok in $(( $(date +%s) - t0 )) s"
-    export LD_LIBRARY_PATH
+    build
     setsid nohup "$0" _runs >"$W/runs.log" 2>&1 </dev/null &
     sleep 20
     cp "$W"/summary.txt "$OUT/"
@@ -79,6 +89,14 @@ case "${1:-}" in
     for s in dense warmup sparse densecont; do [ -f "$W/eval_$s.json" ] && cp "$W/eval_$s.json" "$OUT/"; done
     if [ -d "$W/bench" ]; then mkdir -p "$OUT/bench"; cp "$W"/bench/decode.csv "$W"/bench/prefill.csv "$W/bench.log" "$OUT/bench/" 2>/dev/null; fi
     ;;
+  bench)  # the inference crossover alone, in the foreground, on the demo architecture (weights do not change timing)
+    build
+    [ -f "$W/demo/config.json" ] || build-cuda/dsa make-model --preset demo -o "$W/demo" >/dev/null
+    inference_bench "$W/demo"
+    mkdir -p "$OUT/bench"
+    cp "$W"/bench/decode.csv "$W"/bench/prefill.csv "$W/bench.log" "$OUT/bench/"
+    tail -25 "$W/bench.log"
+    ;;
   _runs) runs ;;
-  *) echo "usage: dsa_conversion_device.sh start | poll" >&2; exit 2 ;;
+  *) echo "usage: dsa_conversion_device.sh start | poll | bench" >&2; exit 2 ;;
 esac

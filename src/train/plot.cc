@@ -102,10 +102,15 @@ void write_png_chart(const std::string& path, const Chart& ch) {
   const int L = 70, R = ch.width - 20, T = 30, B = ch.height - 45;
   double x0 = INFINITY, x1 = -INFINITY, y0 = INFINITY, y1 = -INFINITY;
   auto ty = [&](double y) { return ch.log_y ? std::log10(std::max(y, 1e-30)) : y; };
+  auto tx = [&](double x) { return ch.log_x ? std::log10(std::max(x, 1e-30)) : x; };
+  // A point is drawn when finite (and positive on a log axis).
+  auto ok = [&](const Series& s, size_t i) {
+    return std::isfinite(s.y[i]) && std::isfinite(s.x[i]) && (!ch.log_y || s.y[i] > 0) && (!ch.log_x || s.x[i] > 0);
+  };
   for (const Series& s : ch.series)
     for (size_t i = 0; i < s.x.size(); ++i) {
-      if (!std::isfinite(s.y[i])) continue;
-      x0 = std::min(x0, s.x[i]), x1 = std::max(x1, s.x[i]);
+      if (!ok(s, i)) continue;
+      x0 = std::min(x0, tx(s.x[i])), x1 = std::max(x1, tx(s.x[i]));
       y0 = std::min(y0, ty(s.y[i])), y1 = std::max(y1, ty(s.y[i]));
     }
   if (!std::isfinite(x0)) x0 = 0, x1 = 1, y0 = 0, y1 = 1;
@@ -113,7 +118,7 @@ void write_png_chart(const std::string& path, const Chart& ch) {
   if (y1 == y0) y1 = y0 + 1;
   const double pad = 0.04 * (y1 - y0);
   y0 -= pad, y1 += pad;
-  auto px = [&](double x) { return L + int(std::lround((x - x0) / (x1 - x0) * (R - L))); };
+  auto px = [&](double x) { return L + int(std::lround((tx(x) - x0) / (x1 - x0) * (R - L))); };
   auto py = [&](double y) { return B - int(std::lround((ty(y) - y0) / (y1 - y0) * (B - T))); };
   const std::array<uint8_t, 3> grid{225, 225, 225}, axis{60, 60, 60};
   for (int i = 0; i <= 5; ++i) {
@@ -122,7 +127,7 @@ void write_png_chart(const std::string& path, const Chart& ch) {
     r.line(L, yy, R, yy, grid);
     r.line(xx, T, xx, B, grid);
     r.text(4, yy - 3, tick_label(ch.log_y ? std::pow(10.0, yv) : yv));
-    const std::string xl = tick_label(xv);
+    const std::string xl = tick_label(ch.log_x ? std::pow(10.0, xv) : xv);
     r.text(xx - 3 * int(xl.size()), B + 6, xl);
   }
   r.line(L, B, R, B, axis);
@@ -133,9 +138,8 @@ void write_png_chart(const std::string& path, const Chart& ch) {
   int legend_y = T + 4;
   for (const Series& s : ch.series) {
     for (size_t i = 1; i < s.x.size(); ++i)
-      if (std::isfinite(s.y[i]) && std::isfinite(s.y[i - 1]))
-        r.line(px(s.x[i - 1]), py(s.y[i - 1]), px(s.x[i]), py(s.y[i]), s.rgb, 2);
-    if (s.x.size() == 1 && std::isfinite(s.y[0])) r.line(px(s.x[0]) - 2, py(s.y[0]), px(s.x[0]) + 2, py(s.y[0]), s.rgb, 3);
+      if (ok(s, i) && ok(s, i - 1)) r.line(px(s.x[i - 1]), py(s.y[i - 1]), px(s.x[i]), py(s.y[i]), s.rgb, 2);
+    if (s.x.size() == 1 && ok(s, 0)) r.line(px(s.x[0]) - 2, py(s.y[0]), px(s.x[0]) + 2, py(s.y[0]), s.rgb, 3);
     r.line(R - 120, legend_y + 3, R - 100, legend_y + 3, s.rgb, 2);
     r.text(R - 95, legend_y, s.name);
     legend_y += 12;

@@ -17,7 +17,7 @@ struct Series {
 struct Chart {
   std::string title, x_label, y_label;
   std::vector<Series> series;
-  bool log_y = false;
+  bool log_x = false, log_y = false;  // log10 axes (non-positive values are left out)
   int width = 900, height = 540;
 };
 
