@@ -42,16 +42,8 @@ inference_bench() {  # model
   log "bench rc=$? in $(( $(date +%s) - t0 )) s"
 }
 
-build() {
-  source scripts/device_deps.sh
-  cmake -S . -B build-cuda -G Ninja -DDSA_CUDA=ON -DDSA_TESTS=OFF -DCMAKE_BUILD_TYPE=Release "${DEPARGS[@]}" \
-    >"$W/build.log" 2>&1 || { log "configure failed"; tail -30 "$W/build.log"; exit 1; }
-  t0=$(date +%s)
-  ninja -C build-cuda -j"$(nproc)" dsa >>"$W/build.log" 2>&1 \
-    || { log "build failed"; grep -E "error|FAILED" "$W/build.log" | head -30; exit 1; }
-  log "build ok in $(( $(date +%s) - t0 )) s"
-  export LD_LIBRARY_PATH
-}
+source scripts/device_build.sh
+build() { build_dsa_cuda "$W/build.log"; }
 
 runs() {
   if [ "${SKIP_DENSE:-0}" = 1 ] && [ -d "$W/dense/export" ]; then

@@ -11,11 +11,8 @@ cd "$(dirname "$0")/.."
 OUT=${OUT:-out/dsa-crossover}
 W=/tmp/dsa-crossover
 mkdir -p "$OUT" "$W"
-source scripts/device_deps.sh
-cmake -S . -B build-cuda -G Ninja -DDSA_CUDA=ON -DDSA_TESTS=OFF -DCMAKE_BUILD_TYPE=Release "${DEPARGS[@]}" \
-  >"$W/build.log" 2>&1 || { tail -30 "$W/build.log"; exit 1; }
-ninja -C build-cuda -j"$(nproc)" dsa >>"$W/build.log" 2>&1 || { grep -E "error|FAILED" "$W/build.log" | head; exit 1; }
-export LD_LIBRARY_PATH
+source scripts/device_build.sh
+build_dsa_cuda "$W/build.log"
 build-cuda/dsa make-model --preset demo -o "$W/demo" >/dev/null 2>&1
 echo "T,mode,step_s_median,tokens_per_s" | tee "$OUT/results.csv"
 for T in ${CONTEXTS:-512 1024 2048 4096 8192}; do

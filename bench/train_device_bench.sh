@@ -50,14 +50,8 @@ case "${1:-}" in
     rm -rf "$W" && mkdir -p "$W" "$OUT"
     nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader | tee -a "$W/summary.txt"
     python3 -c "import torch; print('torch', torch.__version__)" | tee -a "$W/summary.txt"
-    source scripts/device_deps.sh
-    cmake -S . -B build-cuda -G Ninja -DDSA_CUDA=ON -DDSA_TESTS=OFF -DCMAKE_BUILD_TYPE=Release "${DEPARGS[@]}" \
-      >"$W/build.log" 2>&1 || { log "configure failed"; tail -30 "$W/build.log"; exit 1; }
-    t0=$(date +%s)
-    ninja -C build-cuda -j"$(nproc)" dsa >>"$W/build.log" 2>&1 \
-      || { log "build failed"; grep -E "error|FAILED" "$W/build.log" | head -30; exit 1; }
-    log "build ok in $(( $(date +%s) - t0 )) s"
-    export LD_LIBRARY_PATH
+    source scripts/device_build.sh
+    build_dsa_cuda "$W/build.log"
     setsid nohup "$0" _runs >"$W/runs.log" 2>&1 </dev/null &
     sleep 20
     cp "$W"/summary.txt "$OUT/"
