@@ -42,7 +42,7 @@ if ! cmake -S . -B build-cuda -G Ninja -DDSA_CUDA=ON -DCMAKE_BUILD_TYPE=Release 
         -DDSA_DEPS_DIR="$PWD/build-cudadeps" >>"$OUT/build.log" 2>&1 || { log "configure failed"; tail -30 "$OUT/build.log"; exit 1; }
 fi
 TARGETS="cuda_ops_test cuda_bench"
-[ $ROOT_BUILD = 1 ] && TARGETS="dsa golden_cuda_test batching_cuda_test train_cuda_test train_indexer_cuda_test $TARGETS"
+[ $ROOT_BUILD = 1 ] && TARGETS="dsa golden_cuda_test batching_cuda_test train_cuda_test train_indexer_cuda_test rl_cuda_test $TARGETS"
 start=$(date +%s)
 if ! ninja -C build-cuda -k 0 -j"$JOBS" $TARGETS >>"$OUT/build.log" 2>&1; then
   log "build failed"; grep -E "error|FAILED" "$OUT/build.log" | head -40 | tee -a "$OUT/summary.txt"; exit 1

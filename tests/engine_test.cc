@@ -120,7 +120,7 @@ TEST(Engine, AbsorbedPrefillMatchesTokenByTokenDecode) {
 // What an RL rollout records of one request.
 struct Recorded {
   std::vector<int32_t> sampled;           // every sampled id, a stop id included
-  std::vector<float> logprobs;
+  std::vector<double> logprobs, logprobs_kept;
   std::vector<std::vector<int32_t>> masks;
   GenResult result;
 };
@@ -139,6 +139,7 @@ std::future<Recorded> submit_recording(Engine& e, std::vector<int32_t> p, int64_
   r.on_sample = [out](const SampleInfo& si) {
     out->sampled.push_back(si.token);
     out->logprobs.push_back(si.logprob);
+    out->logprobs_kept.push_back(si.logprob_kept);
     out->masks.push_back(si.mask ? *si.mask : std::vector<int32_t>{});
   };
   r.on_done = [out, prom](const GenResult& g) {
@@ -198,7 +199,14 @@ TEST(Engine, RecordsExpertsAndSamplingMasksThroughPrefixCacheAndBatching) {
       std::sort(top.begin(), top.end());
       EXPECT_EQ(r.masks[size_t(i)], top) << "sample " << i;
       EXPECT_TRUE(std::binary_search(top.begin(), top.end(), r.sampled[size_t(i)]));
-      EXPECT_NEAR(r.logprobs[size_t(i)], z[r.sampled[size_t(i)]] - log_sum_exp(z.data(), V), 1e-4);
+      // The trainer's log-softmax of the same logits, bit for bit; and renormalised over the mask.
+      EXPECT_EQ(r.logprobs[size_t(i)], double(z[r.sampled[size_t(i)]]) - log_sum_exp(z.data(), V));
+      double kept = -INFINITY;
+      for (int32_t v : top) kept = std::max(kept, double(z[v]));
+      double sum = 0;
+      for (int32_t v : top) sum += std::exp(double(z[v]) - kept);
+      EXPECT_NEAR(r.logprobs_kept[size_t(i)], double(z[r.sampled[size_t(i)]]) - kept - std::log(sum), 1e-9);
+      EXPECT_GT(r.logprobs_kept[size_t(i)], r.logprobs[size_t(i)]);
     }
     EXPECT_GT(moe, 0);
   };

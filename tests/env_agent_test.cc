@@ -120,7 +120,13 @@ TEST(EnvAgent, EnginePolicyRunsConcurrentEpisodesAndRecordsLogprobs) {
         EXPECT_FALSE(r.prompt.empty());
         EXPECT_EQ(r.logprobs.size(), r.tokens.size());
         EXPECT_EQ(r.loss_mask.size(), r.tokens.size());
-        for (float lp : r.logprobs) EXPECT_LE(lp, 0.0f);
+        ASSERT_EQ(r.logprobs_kept.size(), r.tokens.size());
+        for (size_t i = 0; i < r.tokens.size(); ++i) {
+          EXPECT_LE(r.logprobs[i], 0.0);
+          // Renormalised over a subset of the vocabulary: never below the full log-prob.
+          EXPECT_GE(r.logprobs_kept[i], r.logprobs[i]);
+          EXPECT_LE(r.logprobs_kept[i], 0.0);
+        }
         // Keep-sampling-mask rows (CSR), each holding its sample unless nothing was cut; the
         // experts record spans every position the model ran on.
         ASSERT_EQ(r.mask_offsets.size(), r.tokens.size() + 1);

@@ -180,7 +180,7 @@ TEST_P(TrainStepTest, KeepRoutingReplaysTheEnginesExperts) {
   eo.prewarm_kv = false;
   struct Rollout {
     std::vector<int32_t> prompt, sampled;
-    std::vector<float> logprobs;
+    std::vector<double> logprobs;
     GenResult res;
   };
   std::vector<Rollout> ro(2);
@@ -237,10 +237,13 @@ TEST_P(TrainStepTest, KeepRoutingReplaysTheEnginesExperts) {
       moe_rows += b.T;
       for (size_t j = 0; j < want.size(); ++j) unequal += want[j] != got[j];
     }
-    // The engine's log-prob of sample i: float(double) of its fp32 logits; decode rows on CUDA
-    // round differently from the trainer's prefill (see LogprobsEqualTheEnginesBitForBit).
-    for (int64_t i = 0; i < G; ++i)
-      EXPECT_NEAR(r.logprobs[size_t(P - 1 + i)], o.logprobs[size_t(i)], cuda ? 16 * 0x1p-8 : 1e-5) << "sample " << i;
+    // The engine's log-prob of sample i (the trainer's log-softmax of its fp32 logits): equal on
+    // the CPU; decode rows on CUDA round differently from the trainer's prefill (see
+    // LogprobsEqualTheEnginesBitForBit).
+    for (int64_t i = 0; i < G; ++i) {
+      if (cuda) EXPECT_NEAR(r.logprobs[size_t(P - 1 + i)], o.logprobs[size_t(i)], 16 * 0x1p-8) << "sample " << i;
+      else EXPECT_EQ(r.logprobs[size_t(P - 1 + i)], o.logprobs[size_t(i)]) << "sample " << i;
+    }
     // Other experts from position P on: the targets before P keep their log-probs, later ones move.
     std::vector<Decisions> other = replay;
     const int64_t k = s.cfg.num_experts_per_tok, E = s.cfg.n_routed_experts;

@@ -18,6 +18,7 @@ void add_corpus_retrieval_command(CLI::App& corpus);  // train/data/retrieval (c
 void add_eval_retrieval_command(CLI::App& app);       // train/retrieval_eval (cmd_retrieval.cc)
 void add_eval_context_command(CLI::App& app);         // train/context_eval (cmd_context_eval.cc)
 void add_plot_command(CLI::App& app);                 // train/plot (cmd_plot.cc)
+void add_rl_command(CLI::App& app);                   // rl/ post-training (cmd_rl.cc)
 }  // namespace dsa::app
 
 void add_tokenize_command(CLI::App& app);  // text/ (cmd_tokenize.cc)

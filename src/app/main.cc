@@ -27,6 +27,7 @@ int main(int argc, char** argv) {
   dsa::app::add_eval_retrieval_command(app);
   dsa::app::add_eval_context_command(app);
   dsa::app::add_plot_command(app);
+  dsa::app::add_rl_command(app);
   add_tokenize_command(app);
   try {
     app.parse(argc, argv);

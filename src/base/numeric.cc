@@ -54,4 +54,17 @@ double log_sum_exp(const float* z, int64_t n) {
   return double(mx) + pm::log(sum);
 }
 
+double log_sum_exp_subset(const float* z, const int32_t* ids, int64_t n) {
+  float mx = -INFINITY;
+  for (int64_t i = 0; i < n; ++i) mx = std::fmax(mx, z[ids[i]]);
+  if (mx == -INFINITY) return -INFINITY;
+  // Lane j of log_sum_exp sums the entries i = j mod kLseLanes in increasing i; the -inf entries
+  // it would add are exact zeros, so visiting only the ids (ascending) gives the same partials.
+  double part[pm::kLseLanes] = {};
+  for (int64_t i = 0; i < n; ++i) part[ids[i] % pm::kLseLanes] += pm::exp(double(z[ids[i]]) - double(mx));
+  double sum = 0.0;
+  for (int j = 0; j < pm::kLseLanes; ++j) sum += part[j];
+  return double(mx) + pm::log(sum);
+}
+
 }  // namespace dsa

@@ -64,6 +64,9 @@ inline float ue8m0_scale_for_amax(float amax) {
 // log-prob the engine reports and the trainer's loss, so they agree on every backend.
 // -inf entries contribute 0; all -inf gives -inf.
 double log_sum_exp(const float* z, int64_t n);
+// log Σ_{i in ids} exp(z[i]) over n ascending, distinct ids: the same bits as log_sum_exp on the
+// row with every other entry set to -inf (what the trainer computes for keep-sampling-mask).
+double log_sum_exp_subset(const float* z, const int32_t* ids, int64_t n);
 
 inline bool is_power_of_two_float(float s) {
   if (!(s > 0.0f) || !std::isfinite(s)) return false;

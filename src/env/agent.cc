@@ -46,6 +46,7 @@ Json Episode::to_json(bool with_messages) const {
 
 Json TurnRecord::to_json() const {
   Json o = {{"prompt", prompt}, {"tokens", tokens}, {"logprobs", logprobs}, {"loss_mask", loss_mask}};
+  if (logprobs_kept.size() == tokens.size()) o["logprobs_kept"] = logprobs_kept;
   if (mask_offsets.size() == tokens.size() + 1) {
     Json m = Json::array();
     for (size_t i = 0; i < tokens.size(); ++i)
@@ -310,6 +311,7 @@ PolicyReply EnginePolicy::next(const Json& messages, const EpisodeContext& ctx) 
       TurnRecord& t = w->rec;
       t.tokens.push_back(si.token);
       t.logprobs.push_back(si.logprob);
+      t.logprobs_kept.push_back(si.logprob_kept);
       t.mask_ids.insert(t.mask_ids.end(), si.mask->begin(), si.mask->end());
       t.mask_offsets.push_back(int64_t(t.mask_ids.size()));
     };

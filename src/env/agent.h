@@ -31,7 +31,8 @@ struct AgentOptions {
 struct TurnRecord {
   std::vector<int32_t> prompt;    // the prompt ids of this turn
   std::vector<int32_t> tokens;    // sampled ids (the stop token included when it was sampled)
-  std::vector<float> logprobs;    // log-probability of each sampled id under the model
+  std::vector<double> logprobs;   // log-probability of each sampled id under the model (SampleInfo::logprob)
+  std::vector<double> logprobs_kept;  // renormalised over its sampling mask (SampleInfo::logprob_kept)
   std::vector<uint8_t> loss_mask; // 1 for every sampled id (loss on), per token of `tokens`
   // Keep-sampling-mask: per sampled id, the ids its draw could have produced (the top-k / top-p
   // survivors, ascending), as rows mask_ids[mask_offsets[i] .. mask_offsets[i+1]); an empty row

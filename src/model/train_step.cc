@@ -5,6 +5,7 @@
 
 #include <fmt/format.h>
 
+#include <algorithm>
 #include <cmath>
 
 #include "model/backward.h"
@@ -63,10 +64,18 @@ TrainResult TrainStep::run(const TrainBatch& batch, const TrainOptions& opt, flo
 
 TrainResult TrainStep::evaluate(const TrainBatch& batch, const TrainOptions& opt) { return step(batch, opt, 1.0f, false); }
 
-// The LM head over rows of hn with the chunked log-softmax: logp of each target; with g (dL/dlogp
-// per row, host), the gradients of hn (d_hn, written) and of the head weight (accumulated).
+// Kept sets of the rows (TrainOptions::kept_offsets / kept_ids), or none.
+struct KeptSets {
+  const std::vector<int64_t>* off = nullptr;
+  const std::vector<int32_t>* ids = nullptr;
+};
+
+// The LM head over rows of hn with the chunked log-softmax: logp of each target (renormalised
+// over its kept set when there is one); with g (dL/dlogp per row, host), the gradients of hn
+// (d_hn, written) and of the head weight (accumulated).
 static void head_loss(Model& m, Backend& be, const Tensor& lm_head, const Tensor& hn, const std::vector<int32_t>& targets,
-                      const std::vector<float>* g, std::vector<double>& logp, float* d_hn, float* d_head) {
+                      const std::vector<float>* g, std::vector<double>& logp, float* d_hn, float* d_head,
+                      KeptSets kept = {}) {
   const ops::OpTable& ops = be.ops();
   const int64_t M = int64_t(targets.size()), H = hn.dim(1), V = lm_head.dim(0);
   const int64_t chunk = std::clamp<int64_t>((int64_t(16) << 20) / V, 1, std::max<int64_t>(M, 1));
@@ -77,6 +86,17 @@ static void head_loss(Model& m, Backend& be, const Tensor& lm_head, const Tensor
     ops.convert({hn.ptr<bf16>() + r0 * H, x32.data, n * H, true});
     ops.linear_f32({x32.ptr<float>(), lm_head.ptr<bf16>(), z.ptr<float>(), n, V, H});
     const Tensor tg = be.upload(targets.data() + r0, DType::I32, {n});
+    if (kept.off) {
+      const std::vector<int64_t>& off = *kept.off;
+      const int64_t b = off[size_t(r0)], e = off[size_t(r0 + n)];
+      if (e > b) {
+        std::vector<int64_t> o(off.begin() + r0, off.begin() + r0 + n + 1);
+        for (int64_t& x : o) x -= b;
+        const Tensor to = be.upload(o.data(), DType::I64, {n + 1});
+        const Tensor ti = be.upload(kept.ids->data() + b, DType::I32, {e - b});
+        ops.grad->mask_logits({z.ptr<float>(), reinterpret_cast<const int64_t*>(to.data), ti.ptr<int32_t>(), n, V});
+      }
+    }
     Tensor lp = be.alloc(DType::I64, {n});  // doubles
     Tensor gd;
     if (g) gd = be.upload(g->data() + r0, DType::F32, {n});
@@ -311,14 +331,45 @@ TrainResult TrainStep::step(const TrainBatch& batch, const TrainOptions& opt, fl
       wsum += wt(b, t);
     }
   res.weight_sum = wsum;
-  for (int64_t b = 0; b < B; ++b)
-    for (int64_t t = 0; t < T; ++t) g_main.push_back(wsum > 0 ? float(-double(wt(b, t)) / wsum * grad_scale) : 0.0f);
+  KeptSets kept;
+  if (opt.kept_offsets) {
+    const std::vector<int64_t>& off = *opt.kept_offsets;
+    DSA_CHECK(opt.kept_ids && int64_t(off.size()) == S + 1 && off[0] == 0 && off.back() == int64_t(opt.kept_ids->size()),
+              "train: kept sets need {} + 1 offsets from 0 to the number of ids", S);
+    DSA_CHECK(ops.grad->mask_logits, "train: the {} backend has no mask_logits (keep-sampling-mask)", ops.name);
+    const std::vector<int32_t>& ids = *opt.kept_ids;
+    for (int64_t r = 0; r < S; ++r) {
+      const int64_t b = off[size_t(r)], e = off[size_t(r + 1)];
+      DSA_CHECK(b <= e, "train: kept set of target {}: offsets decrease", r);
+      for (int64_t j = b; j < e; ++j)
+        DSA_CHECK(ids[size_t(j)] >= 0 && ids[size_t(j)] < cfg.vocab_size && (j == b || ids[size_t(j - 1)] < ids[size_t(j)]),
+                  "train: kept set of target {}: ids must be ascending, distinct and inside the vocabulary", r);
+      DSA_CHECK(b == e || std::binary_search(ids.begin() + b, ids.begin() + e, targets[size_t(r)]),
+                "train: target {} (id {}) is outside its kept set", r, targets[size_t(r)]);
+    }
+    kept = {opt.kept_offsets, opt.kept_ids};
+  }
   Tensor d_hn, d_hnm;
   float* d_head = lm_bwd ? p_.grad("lm_head.weight") : nullptr;
   if (lm_bwd) d_hn = be.alloc(DType::F32, {S, H});
-  head_loss(m_, be, W.lm_head, hn, targets, lm_bwd ? &g_main : nullptr, res.logprobs,
-            lm_bwd ? d_hn.ptr<float>() : nullptr, d_head);
-  for (int64_t r = 0; r < S; ++r) res.loss_main -= wsum > 0 ? double(wt(r / T, r % T)) * res.logprobs[r] / wsum : 0.0;
+  if (opt.objective) {
+    // The policy objective needs the log-probs before its gradient: a forward-only head pass.
+    head_loss(m_, be, W.lm_head, hn, targets, nullptr, res.logprobs, nullptr, nullptr, kept);
+    std::vector<float> dlogp(size_t(S), 0.0f);
+    res.loss_main = opt.objective(res.logprobs, dlogp);
+    DSA_CHECK(int64_t(dlogp.size()) == S, "train: the objective resized its gradient");
+    for (int64_t r = 0; r < S; ++r) g_main.push_back(dlogp[size_t(r)] * grad_scale);
+    if (lm_bwd) {
+      std::vector<double> again;
+      head_loss(m_, be, W.lm_head, hn, targets, &g_main, again, d_hn.ptr<float>(), d_head, kept);
+    }
+  } else {
+    for (int64_t b = 0; b < B; ++b)
+      for (int64_t t = 0; t < T; ++t) g_main.push_back(wsum > 0 ? float(-double(wt(b, t)) / wsum * grad_scale) : 0.0f);
+    head_loss(m_, be, W.lm_head, hn, targets, lm_bwd ? &g_main : nullptr, res.logprobs,
+              lm_bwd ? d_hn.ptr<float>() : nullptr, d_head, kept);
+    for (int64_t r = 0; r < S; ++r) res.loss_main -= wsum > 0 ? double(wt(r / T, r % T)) * res.logprobs[r] / wsum : 0.0;
+  }
   if (mtp) {
     std::vector<int32_t> mt;
     std::vector<float> gm;

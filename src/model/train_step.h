@@ -4,6 +4,7 @@
 // into the parameters' gradients. Not thread-safe; one per model.
 #pragma once
 #include <cstdint>
+#include <functional>
 #include <vector>
 
 #include "model/model.h"
@@ -38,6 +39,18 @@ struct TrainOptions {
   // runs) its T-1 MTP rows. Keep routing (RL) and fixtures.
   const std::vector<Decisions>* replay = nullptr;
   std::vector<Decisions>* record = nullptr;  // receives the decisions, same layout
+  // Keep-sampling-mask (RL): per main target (the B*T rows, CSR: ids kept_ids[kept_offsets[r] ..
+  // kept_offsets[r+1]), ascending), the ids its draw could have produced; an empty row = the whole
+  // vocabulary. The main head's log-prob of such a target is renormalised over its set,
+  // z[y] - log Σ_{v∈K} exp z[v] (the engine's SampleInfo::logprob_kept), and the ids outside it get
+  // no gradient. Every target must lie in its set.
+  const std::vector<int64_t>* kept_offsets = nullptr;  // [B*T + 1]
+  const std::vector<int32_t>* kept_ids = nullptr;
+  // A policy objective in place of the weighted CE (RL, train/grpo.h): called with the main
+  // head's log-probs [B*T] (after kept sets); returns the loss and fills dlogp [B*T] (given
+  // zeroed) with dL/dlogp. batch.weights is then unused. The head runs twice when a backward
+  // follows: once for the log-probs, once for the gradients.
+  std::function<double(const std::vector<double>& logp, std::vector<float>& dlogp)> objective;
 };
 
 struct TrainResult {

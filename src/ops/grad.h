@@ -185,6 +185,16 @@ struct LogitsGrad {
   int64_t M, V;
 };
 
+// Keep-sampling-mask: row m keeps only the ids[off[m] .. off[m+1]) (ascending, distinct), every
+// other logit of the row becomes -inf (so logits_grad renormalises over the set and sends it no
+// gradient); a row with an empty set is left as it is (nothing was cut).
+struct MaskLogits {
+  float* z;            // [M, V]
+  const int64_t* off;  // [M + 1]
+  const int32_t* ids;  // [off[M]]
+  int64_t M, V;
+};
+
 // AdamW step on fp32 masters (docs/training.md §5), g scaled by grad_scale first:
 // m = b1 m + (1-b1) g; v = b2 v + (1-b2) g²; p -= lr * ((m / bc1) / (sqrt(v / bc2) + eps) + wd * p).
 struct AdamW {
@@ -272,6 +282,7 @@ struct GradTable {
   // Indexer training (DSA conversion); nullptr on a backend that lacks them.
   void (*indexer_kl)(const IndexerKl&) = nullptr;
   void (*indexer_logits_bwd)(const IndexerLogitsBwd&) = nullptr;
+  void (*mask_logits)(const MaskLogits&) = nullptr;  // RL (keep-sampling-mask)
 };
 
 const GradTable& ref_grad_ops();

@@ -7,6 +7,7 @@
 #include <algorithm>
 #include <cmath>
 
+#include "base/numeric.h"
 #include "runtime/session.h"
 
 namespace dsa {
@@ -172,12 +173,16 @@ bool Engine::take_token(Seq& s, float* logits) {
   for (auto& [t, b] : s.req.logit_bias) logits[t] += b;
   const int32_t tok = s.sampler->sample(logits, vocab_, s.req.record_mask ? &s.mask : nullptr);
   if (s.req.on_sample) {
-    float mx = logits[0];
-    for (int64_t i = 1; i < vocab_; ++i) mx = std::max(mx, logits[i]);
-    double sum = 0;
-    for (int64_t i = 0; i < vocab_; ++i) sum += std::exp(double(logits[i] - mx));
-    s.req.on_sample(SampleInfo{tok, float(double(logits[tok] - mx) - std::log(sum)),
-                               s.req.record_mask ? &s.mask : nullptr});
+    SampleInfo si;
+    si.token = tok;
+    si.logprob = double(logits[tok]) - log_sum_exp(logits, vocab_);
+    si.logprob_kept = si.logprob;
+    if (s.req.record_mask) {
+      si.mask = &s.mask;
+      if (!s.mask.empty())
+        si.logprob_kept = double(logits[tok]) - log_sum_exp_subset(logits, s.mask.data(), int64_t(s.mask.size()));
+    }
+    s.req.on_sample(si);
   }
   const auto now = Clock::now();
   {

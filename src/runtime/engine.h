@@ -58,7 +58,13 @@ struct GenResult {
 // One sampled token (GenRequest::on_sample).
 struct SampleInfo {
   int32_t token = 0;
-  float logprob = 0;                         // log p(token) under the logits (bias added, before temperature)
+  // log p(token) under the logits (bias added, before temperature): z[token] - log_sum_exp(z),
+  // the trainer's own log-softmax (base/numeric.h), so a trainer on the same weights and path
+  // reproduces it bit for bit.
+  double logprob = 0;
+  // With record_mask: log p(token) renormalised over the sampling mask (keep-sampling-mask:
+  // z[token] - log_sum_exp_subset(z, mask)); equal to logprob when nothing was cut.
+  double logprob_kept = 0;
   const std::vector<int32_t>* mask = nullptr;  // with record_mask: the sampling mask (Sampler::sample's kept set)
 };
 

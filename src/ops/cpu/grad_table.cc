@@ -11,7 +11,7 @@ const GradTable& cpu_grad_ops() {
       &cpu::layer_norm_bwd, &cpu::rope_bwd,         &ref::hadamard_f32,     &cpu::sparse_mla_bwd_q,
       &cpu::sparse_mla_bwd_kv, &cpu::silu_mul_bwd,  &cpu::moe_gate_bwd,     &ref::moe_combine_bwd,
       &cpu::scatter_add_rows, &cpu::logits_grad,    &cpu::adamw,            &cpu::sum_squares,
-      &cpu::axpy,           &ref::indexer_kl,       &ref::indexer_logits_bwd,
+      &cpu::axpy,           &ref::indexer_kl,       &ref::indexer_logits_bwd, &ref::mask_logits,
   };
   return table;
 }

@@ -97,6 +97,7 @@ void moe_gate_bwd(const MoeGateBwd& p, cudaStream_t stream);
 void moe_combine_bwd(const MoeCombineBwd& p, cudaStream_t stream);
 void scatter_add_rows(const ScatterAddRows& p, cudaStream_t stream);
 void logits_grad(const LogitsGrad& p, cudaStream_t stream);
+void mask_logits(const MaskLogits& p, cudaStream_t stream);
 void adamw(const AdamW& p, cudaStream_t stream);
 void sum_squares(const SumSquares& p, cudaStream_t stream);
 void axpy(const Axpy& p, cudaStream_t stream);

@@ -348,6 +348,22 @@ __global__ void scatter_add_rows_kernel(ScatterAddRows p) {
   }
 }
 
+// One block per row: an id outside the row's (ascending) set, found by binary search, gets -inf.
+__global__ void mask_logits_kernel(MaskLogits p) {
+  const int64_t m = blockIdx.x, b = p.off[m], e = p.off[m + 1];
+  if (b >= e) return;
+  float* z = p.z + m * p.V;
+  for (int64_t v = threadIdx.x; v < p.V; v += blockDim.x) {
+    int64_t lo = b, hi = e;
+    while (lo < hi) {
+      const int64_t mid = (lo + hi) / 2;
+      if (p.ids[mid] < v) lo = mid + 1;
+      else hi = mid;
+    }
+    if (lo == e || p.ids[lo] != v) z[v] = -INFINITY;
+  }
+}
+
 // One block of kLseLanes threads per row: max, then base/portable_math.h's log-sum-exp in its
 // exact order (thread j sums i = j mod kLseLanes serially, thread 0 the partials in order), so
 // the log-prob equals the host's log_sum_exp bit for bit; then the gradient.
@@ -518,6 +534,12 @@ void scatter_add_rows(const ScatterAddRows& p, cudaStream_t s) {
 void logits_grad(const LogitsGrad& p, cudaStream_t s) {
   if (p.M == 0) return;
   logits_grad_kernel<<<int(p.M), pm::kLseLanes, 0, s>>>(p);
+  CUDA_CHECK_LAUNCH();
+}
+
+void mask_logits(const MaskLogits& p, cudaStream_t s) {
+  if (p.M == 0) return;
+  mask_logits_kernel<<<int(p.M), 256, 0, s>>>(p);
   CUDA_CHECK_LAUNCH();
 }
 

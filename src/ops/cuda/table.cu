@@ -149,6 +149,7 @@ DSA_CUDA_ENTRY(sum_squares, SumSquares)
 DSA_CUDA_ENTRY(axpy, Axpy)
 DSA_CUDA_ENTRY(indexer_kl, IndexerKl)
 DSA_CUDA_ENTRY(indexer_logits_bwd, IndexerLogitsBwd)
+DSA_CUDA_ENTRY(mask_logits, MaskLogits)
 #undef DSA_CUDA_ENTRY
 
 const GradTable& cuda_grad_ops() {
@@ -156,7 +157,7 @@ const GradTable& cuda_grad_ops() {
                               &t_layer_norm_bwd, &t_rope_bwd,        &t_hadamard_f32,  &t_sparse_mla_bwd_q,
                               &t_sparse_mla_bwd_kv, &t_silu_mul_bwd, &t_moe_gate_bwd,  &t_moe_combine_bwd,
                               &t_scatter_add_rows, &t_logits_grad,   &t_adamw,         &t_sum_squares,
-                              &t_axpy,          &t_indexer_kl,       &t_indexer_logits_bwd};
+                              &t_axpy,          &t_indexer_kl,       &t_indexer_logits_bwd, &t_mask_logits};
   return t;
 }
 

@@ -92,6 +92,26 @@ void logits_grad(const LogitsGrad& p) {
   }
 }
 
+void mask_logits(const MaskLogits& p) {
+  DSA_CHECK(p.M >= 0 && p.V > 0 && p.z && p.off && (p.ids || p.off[p.M] == 0), "mask_logits: bad arguments");
+  for (int64_t m = 0; m < p.M; ++m) {
+    const int64_t b = p.off[m], e = p.off[m + 1];
+    DSA_CHECK(b <= e, "mask_logits: row {} has offsets {} > {}", m, b, e);
+    if (b == e) continue;
+    float* z = p.z + m * p.V;
+    int64_t j = b;
+    for (int64_t v = 0; v < p.V; ++v) {
+      if (j < e && p.ids[j] == v) {
+        ++j;
+        continue;
+      }
+      DSA_CHECK(j == e || p.ids[j] > v, "mask_logits: row {}: ids not ascending or outside [0, {})", m, p.V);
+      z[v] = -INFINITY;
+    }
+    DSA_CHECK(j == e, "mask_logits: row {}: ids not ascending or outside [0, {})", m, p.V);
+  }
+}
+
 void scatter_add_rows(const ScatterAddRows& p) {
   for (int64_t g = 0; g < p.G; ++g) {
     float* d = p.dst + int64_t(p.dst_rows[g]) * p.H;

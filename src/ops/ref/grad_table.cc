@@ -10,6 +10,7 @@ const GradTable& ref_grad_ops() {
       &ref::sparse_mla_bwd_kv, &ref::silu_mul_bwd, &ref::moe_gate_bwd,     &ref::moe_combine_bwd,
       &ref::scatter_add_rows, &ref::logits_grad,   &ref::adamw,            &ref::sum_squares,
       &ref::axpy,          &ref::indexer_kl,       &ref::indexer_logits_bwd,
+      &ref::mask_logits,
   };
   return table;
 }

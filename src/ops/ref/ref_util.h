@@ -57,6 +57,7 @@ void moe_gate_bwd(const MoeGateBwd& p);
 void moe_combine_bwd(const MoeCombineBwd& p);
 void scatter_add_rows(const ScatterAddRows& p);
 void logits_grad(const LogitsGrad& p);
+void mask_logits(const MaskLogits& p);
 void adamw(const AdamW& p);
 void sum_squares(const SumSquares& p);
 void axpy(const Axpy& p);

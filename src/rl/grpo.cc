@@ -1,0 +1,218 @@
+// GRPO's objective and update (rl/grpo.h, docs/rl.md).
+#include "rl/grpo.h"
+
+#include <cmath>
+#include <map>
+
+#include "base/error.h"
+#include "model/train_step.h"
+
+namespace dsa::rl {
+
+double kl_unbiased(double lt, double lold, double lref) {
+  const double u = lref - lt;
+  return std::exp(lt - lold) * (std::expm1(u) - u);
+}
+
+double kl_unbiased_grad(double lt, double lold, double lref) { return std::exp(lt - lold) * (lt - lref); }
+
+double kl_k3(double lt, double lref) {
+  const double u = lref - lt;
+  return std::expm1(u) - u;
+}
+
+double kl_k3_grad(double lt, double lref) { return -std::expm1(lref - lt); }
+
+void group_advantages(std::vector<Sample>& samples) {
+  std::map<int64_t, std::pair<double, int64_t>> sum;  // group -> (Σ R, n)
+  for (const Sample& s : samples) {
+    auto& [r, n] = sum[s.group];
+    r += s.reward;
+    ++n;
+  }
+  for (Sample& s : samples) {
+    const auto& [r, n] = sum[s.group];
+    s.advantage = s.reward - r / double(n);
+  }
+}
+
+bool opsm_masked(double advantage, const std::vector<double>& lold, const std::vector<double>& lt, double delta) {
+  DSA_CHECK(lold.size() == lt.size() && !lt.empty(), "opsm: {} old and {} new log-probs", lold.size(), lt.size());
+  if (!(advantage < 0)) return false;
+  double d = 0;
+  for (size_t t = 0; t < lt.size(); ++t) d += lold[t] - lt[t];
+  return d / double(lt.size()) > delta;
+}
+
+SeqObjective sequence_objective(const GrpoConfig& c, double advantage, const std::vector<double>& lold,
+                                const std::vector<double>& lt, const std::vector<double>* lref, double w,
+                                std::vector<double>& dlt) {
+  const size_t n = lt.size();
+  DSA_CHECK(n > 0 && lold.size() == n && (!lref || lref->size() == n),
+            "grpo: a sequence with {} new, {} old and {} reference log-probs", n, lold.size(), lref ? lref->size() : n);
+  SeqObjective o;
+  o.masked = c.opsm && opsm_masked(advantage, lold, lt, c.opsm_delta);
+  const double keep = o.masked ? 0.0 : 1.0, scale = w / double(n), A = advantage;
+  const bool kl = lref && c.beta > 0;
+  dlt.assign(n, 0.0);
+  for (size_t t = 0; t < n; ++t) {
+    const double r = std::exp(lt[t] - lold[t]);
+    // min(r Â, clip(r) Â): the clipped branch is the smaller one exactly when r leaves the
+    // interval on the side Â favours; it is constant in θ there.
+    double s = r * A, ds = r * A;
+    if ((A > 0 && r > 1 + c.clip) || (A < 0 && r < 1 - c.clip)) {
+      s = (A > 0 ? 1 + c.clip : 1 - c.clip) * A;
+      ds = 0;
+      ++o.clipped;
+    }
+    double d = 0, dd = 0;
+    if (kl) {
+      d = c.unbiased_kl ? kl_unbiased(lt[t], lold[t], (*lref)[t]) : kl_k3(lt[t], (*lref)[t]);
+      dd = c.unbiased_kl ? kl_unbiased_grad(lt[t], lold[t], (*lref)[t]) : kl_k3_grad(lt[t], (*lref)[t]);
+    }
+    o.kl += d;
+    o.loss -= scale * (s * keep - c.beta * d);
+    dlt[t] = -scale * (ds * keep - c.beta * dd);
+  }
+  return o;
+}
+
+// One sample as a trainer batch: prompt + sampled ids (T = their count - 1); the sampled ids are
+// the targets P-1 .. P+G-2.
+struct Grpo::Prepared {
+  TrainBatch batch;
+  int64_t P = 0, G = 0;
+  std::vector<int64_t> off;  // kept sets over the T targets (empty rows for the prompt's)
+  std::vector<int32_t> ids;
+  std::vector<Decisions> replay;
+  TrainOptions options(const GrpoConfig& c) const {
+    TrainOptions o;
+    o.dense = c.dense;
+    if (c.keep_routing) o.replay = &replay;
+    if (c.keep_sampling_mask) o.kept_offsets = &off, o.kept_ids = &ids;
+    return o;
+  }
+};
+
+Grpo::Grpo(Model& model, Params& params, train::AdamW& opt, GrpoConfig cfg)
+    : m_(model), p_(params), opt_(opt), cfg_(cfg), ref_(params.forward_weights()) {
+  DSA_CHECK(cfg_.clip > 0 && cfg_.beta >= 0 && cfg_.minibatches >= 1 && std::isfinite(cfg_.opsm_delta),
+            "grpo: clip must be > 0, beta >= 0, minibatches >= 1 (got {}, {}, {})", cfg_.clip, cfg_.beta,
+            cfg_.minibatches);
+}
+
+Grpo::Prepared Grpo::prepare(const Sample& s) const {
+  const int64_t P = int64_t(s.prompt.size()), G = int64_t(s.tokens.size());
+  DSA_CHECK(P > 0 && G > 0, "grpo: a sample needs a prompt and a sampled token");
+  DSA_CHECK(int64_t(s.logp.size()) == G, "grpo: {} log-probs for {} sampled ids", s.logp.size(), G);
+  Prepared p;
+  p.P = P, p.G = G;
+  p.batch.B = 1;
+  p.batch.T = P + G - 1;
+  p.batch.tokens = s.prompt;
+  p.batch.tokens.insert(p.batch.tokens.end(), s.tokens.begin(), s.tokens.end());
+  if (cfg_.keep_sampling_mask) {
+    DSA_CHECK(int64_t(s.mask_offsets.size()) == G + 1 && int64_t(s.logp_kept.size()) == G &&
+                  s.mask_offsets.back() == int64_t(s.mask_ids.size()),
+              "grpo: keep-sampling-mask needs the sampling masks and kept log-probs of every sampled id");
+    p.off.assign(size_t(P), 0);  // targets 0 .. P-2 (empty) and the first sampled one's start
+    for (int64_t j = 1; j <= G; ++j) p.off.push_back(s.mask_offsets[size_t(j)] - s.mask_offsets[0]);
+    p.ids.assign(s.mask_ids.begin() + s.mask_offsets[0], s.mask_ids.end());
+  }
+  if (cfg_.keep_routing) {
+    DSA_CHECK(s.experts, "grpo: keep-routing needs the experts the engine chose (record_experts)");
+    p.replay = {*s.experts};
+  }
+  return p;
+}
+
+std::vector<double> Grpo::sampled_logprobs(const Prepared& p) {
+  TrainStep step(m_, p_);
+  const TrainResult r = step.evaluate(p.batch, p.options(cfg_));
+  return std::vector<double>(r.logprobs.begin() + (p.P - 1), r.logprobs.end());
+}
+
+GrpoStats Grpo::update(std::vector<Sample>& batch, double lr) {
+  DSA_CHECK(!batch.empty(), "grpo: an empty rollout batch");
+  const size_t N = batch.size();
+  group_advantages(batch);
+  std::vector<Prepared> prep;
+  prep.reserve(N);
+  for (const Sample& s : batch) prep.push_back(prepare(s));
+  auto old_of = [&](size_t i) -> const std::vector<double>& {
+    return cfg_.keep_sampling_mask ? batch[i].logp_kept : batch[i].logp;
+  };
+
+  GrpoStats st;
+  st.samples = int64_t(N);
+  for (const Sample& s : batch) {
+    st.reward += s.reward / double(N);
+    st.pass_rate += (s.pass ? 1.0 : 0.0) / double(N);
+    st.tokens += int64_t(s.tokens.size());
+    for (double l : s.logp) st.entropy -= l;
+  }
+  st.mean_length = double(st.tokens) / double(N);
+  st.entropy /= double(st.tokens);
+
+  // π_ref: the weights at construction, with the same decisions and kept sets as π_θ.
+  std::vector<std::vector<double>> lref;
+  if (cfg_.beta > 0) {
+    const ModelWeights cur = m_.weights();
+    m_.set_weights(ref_);
+    for (size_t i = 0; i < N; ++i) lref.push_back(sampled_logprobs(prep[i]));
+    m_.set_weights(cur);
+  }
+  if (cfg_.check_mismatch) {
+    for (size_t i = 0; i < N; ++i) {
+      const std::vector<double> lt = sampled_logprobs(prep[i]);
+      const std::vector<double>& lo = old_of(i);
+      for (size_t t = 0; t < lt.size(); ++t) {
+        const double d = std::fabs(lt[t] - lo[t]);
+        st.mismatch_max = std::max(st.mismatch_max, d);
+        st.mismatch_mean += d;
+      }
+      st.mismatch_tokens += int64_t(lt.size());
+    }
+    st.mismatch_mean /= double(st.mismatch_tokens);
+  }
+
+  const size_t nmb = std::min(size_t(cfg_.minibatches), N);
+  int64_t masked = 0, clipped = 0, tokens_seen = 0;
+  double kl = 0;
+  for (size_t k = 0; k < nmb; ++k) {
+    const size_t b = k * N / nmb, e = (k + 1) * N / nmb;
+    const double w = 1.0 / double(e - b);
+    p_.zero_grad();
+    double loss = 0;
+    for (size_t i = b; i < e; ++i) {
+      const Prepared& p = prep[i];
+      TrainOptions o = p.options(cfg_);
+      SeqObjective so;
+      o.objective = [&](const std::vector<double>& logp, std::vector<float>& dlogp) {
+        const std::vector<double> lt(logp.begin() + (p.P - 1), logp.end());
+        std::vector<double> dlt;
+        so = sequence_objective(cfg_, batch[i].advantage, old_of(i), lt, lref.empty() ? nullptr : &lref[i], w, dlt);
+        for (int64_t j = 0; j < p.G; ++j) dlogp[size_t(p.P - 1 + j)] = float(dlt[size_t(j)]);
+        return so.loss;
+      };
+      TrainStep step(m_, p_);
+      step.run(p.batch, o);
+      loss += so.loss;
+      masked += so.masked;
+      clipped += so.clipped;
+      kl += so.kl;
+      tokens_seen += p.G;
+    }
+    const train::StepStats ss = opt_.step(step_++, lr);
+    m_.set_weights(p_.forward_weights());
+    st.grad_norm = ss.grad_norm;
+    st.loss += loss / double(nmb);
+    ++st.updates;
+  }
+  st.masked = double(masked) / double(N);
+  st.clipped = double(clipped) / double(tokens_seen);
+  st.kl = kl / double(tokens_seen);
+  return st;
+}
+
+}  // namespace dsa::rl
