@@ -22,6 +22,22 @@
 namespace dsa {
 namespace {
 
+// Batch-invariant GPU arithmetic for the scope (ops/cuda/cuda_ops.h); nothing on the host backends.
+struct BatchInvariant {
+  explicit BatchInvariant(bool on) {
+#ifdef DSA_RL_CUDA
+    ops::cuda::set_batch_invariant(on);
+#else
+    (void)on;
+#endif
+  }
+  ~BatchInvariant() {
+#ifdef DSA_RL_CUDA
+    ops::cuda::set_batch_invariant(false);
+#endif
+  }
+};
+
 using rl::GrpoConfig;
 using rl::Sample;
 using test::Trainee;
@@ -305,8 +321,13 @@ EngineOptions small_engine() {
 // The trainer's recomputed log-probs against the engine's sampling-time ones, with continuous
 // batching, chunked prefill, mixed lengths, top-p masks and keep-routing: exactly equal on the CPU.
 TEST_P(GrpoTest, RolloutLogprobsEqualTheTrainersBeforeTheFirstUpdate) {
-  Trainee s(ops());
   const bool cuda = GetParam() == "cuda";
+  // On the GPU twice: the default kernels (decode sums in another order than the trainer's
+  // forward), then batch-invariant ones (equal, like the CPU).
+  for (bool invariant : cuda ? std::vector<bool>{false, true} : std::vector<bool>{false}) {
+  SCOPED_TRACE(invariant ? "batch-invariant" : "default kernels");
+  BatchInvariant bi(invariant);
+  Trainee s(ops());
   Rollouts ro = mixed_prompts(s.cfg.vocab_size);
   std::vector<Sample> batch;
   {
@@ -332,15 +353,17 @@ TEST_P(GrpoTest, RolloutLogprobsEqualTheTrainersBeforeTheFirstUpdate) {
     for (size_t i = 0; i < batch.size(); ++i) batch[i].reward = double(i % 4);
     std::vector<Sample> b = batch;
     const rl::GrpoStats st = grpo.update(b, 0.0);  // lr 0: the weights stay
-    std::printf("keep-sampling-mask %d: rollout vs trainer over %lld tokens: max |dlogp| %.3g, mean %.3g; kl %.3g\n",
-                int(ksm), (long long)st.mismatch_tokens, st.mismatch_max, st.mismatch_mean, st.kl);
+    std::printf("%skeep-sampling-mask %d: rollout vs trainer over %lld tokens: max |dlogp| %.3g, mean %.3g; kl %.3g\n",
+                invariant ? "batch-invariant, " : "", int(ksm), (long long)st.mismatch_tokens, st.mismatch_max,
+                st.mismatch_mean, st.kl);
     EXPECT_EQ(st.mismatch_tokens, st.tokens);
-    if (!cuda) {
+    if (!cuda || invariant) {
       EXPECT_EQ(st.mismatch_max, 0.0);
     } else {
       EXPECT_LE(st.mismatch_max, 16 * 0x1p-8);  // decode kernels sum in another order (train_step_test)
     }
-    EXPECT_NEAR(st.kl, 0.0, cuda ? 1e-3 : 1e-12);   // π_ref = π_θ = π_old
+    EXPECT_NEAR(st.kl, 0.0, cuda && !invariant ? 1e-3 : 1e-12);   // π_ref = π_θ = π_old
+  }
   }
 }
 
@@ -348,6 +371,7 @@ TEST_P(GrpoTest, RolloutLogprobsEqualTheTrainersBeforeTheFirstUpdate) {
 // model: ~0.25). Twelve steps of 4 prompts x 8 samples raise it well above that.
 TEST_P(GrpoTest, RaisesTheRewardOnATrivialTask) {
   if (GetParam() == "ref") GTEST_SKIP() << "the scalar reference is too slow for a training run";
+  BatchInvariant bi(true);  // the GPU too: rollout and trainer log-probs equal at every step
   Trainee s(ops());
   const int64_t V = s.cfg.vocab_size;
   std::vector<std::vector<int32_t>> prompts;
@@ -386,9 +410,7 @@ TEST_P(GrpoTest, RaisesTheRewardOnATrivialTask) {
     rewards.push_back(st.reward);
     std::printf("step %2d reward %.3f pass %.2f loss %+.4f kl %.2e masked %.2f clipped %.3f entropy %.2f mismatch %.2g\n",
                 step, st.reward, st.pass_rate, st.loss, st.kl, st.masked, st.clipped, st.entropy, st.mismatch_max);
-    if (GetParam() != "cuda") {
-      EXPECT_EQ(st.mismatch_max, 0.0) << "step " << step;
-    }
+    EXPECT_EQ(st.mismatch_max, 0.0) << "step " << step;
   }
   const double first = (rewards[0] + rewards[1]) / 2, last = (rewards[10] + rewards[11]) / 2;
   EXPECT_LT(first, 0.4);

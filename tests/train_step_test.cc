@@ -85,6 +85,37 @@ TEST_P(TrainStepTest, LogprobsEqualTheEnginesBitForBit) {
   if (cuda) {
     EXPECT_LE(decode_max, 16 * 0x1p-8);
   }
+#ifdef DSA_TRAIN_CUDA
+  // Batch-invariant kernels (no split-KV decode, no few-row GEMV): the decode path equals the
+  // trainer's forward bit for bit on the GPU too.
+  if (cuda) {
+    ops::cuda::set_batch_invariant(true);
+    int64_t unequal = 0, n = 0;
+    for (bool dense : {false, true}) {
+      const TrainBatch batch = random_batch(3, 21, s.cfg.vocab_size, 5);
+      TrainOptions opt;
+      opt.dense = dense;
+      TrainStep step(*s.model, *s.params);
+      const TrainResult r = step.evaluate(batch, opt);
+      const int64_t T = batch.T, V = s.cfg.vocab_size;
+      for (int64_t b = 0; b < batch.B; ++b) {
+        SequenceState seq = s.model->new_sequence();
+        for (int64_t t = 0; t < T; ++t) {
+          ForwardOptions one;
+          one.dense = dense;
+          const std::vector<float> zd = s.model->forward(seq, {batch.tokens[size_t(b * (T + 1) + t)]}, one);
+          const int32_t y = batch.tokens[size_t(b * (T + 1) + t + 1)];
+          const double lpd = double(zd[y]) - log_sum_exp(zd.data(), V);
+          EXPECT_EQ(lpd, r.logprobs[size_t(b * T + t)]) << "batch-invariant decode, dense " << dense << " pos " << t;
+          unequal += lpd != r.logprobs[size_t(b * T + t)];
+          ++n;
+        }
+      }
+    }
+    ops::cuda::set_batch_invariant(false);
+    std::printf("batch-invariant decode vs trainer: %lld of %lld log-probs differ\n", (long long)unequal, (long long)n);
+  }
+#endif
 }
 
 // A small step against the gradient lowers the loss (first order), for every loss term; the

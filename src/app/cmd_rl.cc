@@ -1,5 +1,5 @@
 // `dsa rl`: post-training (src/rl, docs/rl.md). `dsa rl sft-data` writes the cold-start SFT shard
-// from the environments' gold episodes.
+// from the environments' gold episodes; `dsa rl grpo` runs GRPO with V3.2's stabilisers.
 #include <fmt/format.h>
 
 #include <algorithm>
@@ -8,8 +8,12 @@
 #include "app/commands.h"
 #include "app/reporting.h"
 #include "env/synth.h"
+#include "rl/run.h"
 #include "rl/sft_data.h"
 #include "text/chat_input.h"
+#ifdef DSA_HAVE_CUDA
+#include "ops/cuda/cuda_ops.h"
+#endif
 
 namespace dsa::app {
 
@@ -54,6 +58,75 @@ void add_rl_command(CLI::App& app) {
                  a->out, st.documents, st.tasks, st.episodes, st.skipped, st.tokens, st.assistant_tokens,
                  100.0 * double(st.assistant_tokens) / double(std::max<int64_t>(st.tokens, 1)));
       for (const auto& [d, n] : st.by_domain) fmt::print("  {:<14} {}\n", d, n);
+    });
+  });
+
+  struct GArgs {
+    rl::GrpoRunConfig c;
+    bool k3 = false, no_opsm = false, no_kr = false, no_ksm = false, no_check = false, invariant = false, no_export = false;
+  };
+  auto g = std::make_shared<GArgs>();
+  g->c.rollout.sampling.top_p = 0.95f;
+  g->c.rollout.max_tokens = 8;
+  g->c.grpo.minibatches = 2;
+  g->c.grpo.beta = 0.001;
+  g->c.engine.max_batch = 16;
+  g->c.engine.page_size = 16;
+  g->c.engine.kv_pages = 256;
+  g->c.engine.prewarm_kv = false;
+  g->c.engine.absorbed_prefill = true;
+  rl::GrpoRunConfig& c = g->c;
+  CLI::App* gr = cmd->add_subcommand("grpo", "GRPO on the engine's own rollouts (docs/rl.md §6)");
+  gr->add_option("--init,-m", c.init, "V3.2-layout checkpoint to start from (default: random init of --preset)");
+  gr->add_option("--preset", c.preset, "Random-init preset (micro, tiny, demo, ...)");
+  gr->add_option("--init-seed", c.init_seed, "Random-init seed");
+  gr->add_option("--backend", c.backend, "ref | cpu | cuda");
+  gr->add_option("--task", c.task, "Verifiable task (mod4: reward = share of sampled ids divisible by 4)");
+  gr->add_option("--steps", c.steps, "GRPO steps (rollout batch + updates)")->check(CLI::Range(1, 1000000));
+  gr->add_option("--prompts", c.prompts, "Prompts per step")->check(CLI::Range(1, 4096));
+  gr->add_option("--prompt-len", c.prompt_len, "Ids of the shortest prompt (prompt i has 3 i more)")->check(CLI::Range(1, 100000));
+  gr->add_option("--group", c.rollout.group_size, "Samples per prompt (G)")->check(CLI::Range(1, 1024));
+  gr->add_option("--max-tokens", c.rollout.max_tokens, "Sampled ids per sample at most")->check(CLI::Range(int64_t(1), int64_t(1) << 20));
+  gr->add_option("--temperature", c.rollout.sampling.temperature, "Sampling temperature (> 0)")->check(CLI::Range(1e-3f, 10.0f));
+  gr->add_option("--top-p", c.rollout.sampling.top_p, "Nucleus mass (1 = off)")->check(CLI::Range(1e-6f, 1.0f));
+  gr->add_option("--top-k", c.rollout.sampling.top_k, "Top-k (0 = off)")->check(CLI::Range(int64_t(0), int64_t(1) << 31));
+  gr->add_option("--seed", c.seed, "Prompt and sampling seed");
+  gr->add_option("--lr", c.lr, "AdamW learning rate (constant)")->check(CLI::Range(0.0, 10.0));
+  gr->add_option("--clip", c.grpo.clip, "ε of the clipped ratio")->check(CLI::Range(1e-6, 10.0));
+  gr->add_option("--beta", c.grpo.beta, "β of the KL term against the initial policy")->check(CLI::Range(0.0, 100.0));
+  gr->add_flag("--k3", g->k3, "Plain K3 instead of the unbiased KL estimate");
+  gr->add_flag("--no-opsm", g->no_opsm, "No off-policy sequence masking");
+  gr->add_option("--opsm-delta", c.grpo.opsm_delta, "δ of OPSM");
+  gr->add_flag("--no-keep-routing", g->no_kr, "The trainer routes on its own (no replay of the engine's experts)");
+  gr->add_flag("--no-keep-sampling-mask", g->no_ksm, "Full-vocabulary log-probs (no renormalisation over the kept sets)");
+  gr->add_option("--minibatches", c.grpo.minibatches, "Optimiser updates per rollout batch")->check(CLI::Range(1, 4096));
+  gr->add_flag("--no-mismatch-check", g->no_check, "Skip the rollout/trainer log-prob comparison before each step");
+  gr->add_flag("--batch-invariant", g->invariant, "CUDA: batch-invariant kernels (rollout and trainer log-probs equal)");
+  gr->add_option("--max-batch", c.engine.max_batch, "Engine: sequences decoded together")->check(CLI::Range(int64_t(1), int64_t(4096)));
+  gr->add_option("--freeze", c.freeze, "Parameter regexes left alone (default: indexers and the MTP block)");
+  gr->add_option("--out,-o", c.out, "Run directory: metrics.jsonl, metrics.csv, reward.png, export/");
+  gr->add_flag("--no-export", g->no_export, "No export at the end");
+  gr->callback([g] {
+    reporting("rl grpo", [&] {
+      rl::GrpoRunConfig c = g->c;
+      c.grpo.unbiased_kl = !g->k3;
+      c.grpo.opsm = !g->no_opsm;
+      c.grpo.keep_routing = !g->no_kr;
+      c.grpo.keep_sampling_mask = !g->no_ksm;
+      c.grpo.check_mismatch = !g->no_check;
+      c.export_at_end = !g->no_export;
+      if (g->invariant) {
+#ifdef DSA_HAVE_CUDA
+        ops::cuda::set_batch_invariant(true);
+#else
+        DSA_CHECK(c.backend != "cuda", "--batch-invariant: this build has no CUDA backend");
+#endif
+      }
+      const rl::GrpoRunSummary s = rl::run_grpo(c, [](const std::string& m) { fmt::print(stderr, "[dsa rl] {}\n", m); });
+      fmt::print("{} steps in {:.1f} s ({:.1f} s rollouts, {:.1f} s updates): reward {:.3f} -> {:.3f}; "
+                 "rollout/trainer max |dlogp| {:.3g}\n",
+                 s.steps, s.seconds, s.rollout_seconds, s.update_seconds, s.first_reward, s.last_reward, s.mismatch_max);
+      fmt::print("metrics {0}/metrics.csv, curve {0}/reward.png{1}\n", c.out, s.export_dir.empty() ? "" : ", export " + s.export_dir);
     });
   });
 }

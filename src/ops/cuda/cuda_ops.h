@@ -65,6 +65,13 @@ struct MlaOptions {
   int64_t splits = 0;
 };
 MlaOptions& mla_options();
+// Batch-invariant arithmetic (RL: rollout/trainer log-probs equal on the GPU): every kernel whose
+// summation order would depend on the number of rows in the call (split-KV decode attention, the
+// few-row GEMV of linear_f32) takes its many-row form instead, so a row's result is the same in a
+// decode step of any batch as in the trainer's forward. Off by default (decode is slower);
+// DSA_BATCH_INVARIANT=1 turns it on at start.
+bool batch_invariant();
+void set_batch_invariant(bool on);
 void head_matmul(const HeadMatmul& p, cudaStream_t stream);
 void moe_gate(const MoeGate& p, cudaStream_t stream);
 // Routing table in one single-block launch (stable counting sort, deterministic); out-of-range

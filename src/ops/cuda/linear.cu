@@ -95,7 +95,7 @@ void linear_f32(const LinearF32& p, cudaStream_t stream) {
   DSA_CUDA_REQUIRE(p.x && p.w && p.y, "linear_f32: null pointer");
   const bool vec = p.K % 8 == 0 && (reinterpret_cast<uintptr_t>(p.w) & 15) == 0 &&
                    (reinterpret_cast<uintptr_t>(p.x) & 15) == 0;
-  if (vec && p.M <= 8) {
+  if (vec && p.M <= 8 && !batch_invariant()) {
     const unsigned g = unsigned(ceil_div(p.N, 8));
     switch (p.M) {
       case 1: linear_f32_gemv_kernel<1><<<g, 256, 0, stream>>>(p); break;

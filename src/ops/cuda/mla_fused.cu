@@ -341,7 +341,7 @@ void launch(const SparseMlaDecode& p, cudaStream_t stream) {
   const int64_t forced = mla_options().splits;
   int64_t splits = 1;
   if (forced > 0) splits = std::min<int64_t>(tiles, std::min<int64_t>(128, forced));
-  else if (work < 100) splits = std::min<int64_t>(tiles, std::min<int64_t>(128, cdiv(132, work)));
+  else if (work < 100 && !batch_invariant()) splits = std::min<int64_t>(tiles, std::min<int64_t>(128, cdiv(132, work)));
   const int64_t max_tps = int64_t(227 * 1024 - C::smem) / (kKeys * 4);  // row ids must fit
   splits = std::max<int64_t>(splits, cdiv(tiles, max_tps));
   DSA_CUDA_REQUIRE(splits <= 128, "sparse_mla_decode: K too large");

@@ -1,6 +1,7 @@
 // sparse_mla_decode, part 2 and entry point: o_lat = bf16(Σ_j p_j · c_j) by bf16 MMA over gathered
 // latent rows (dequantised, transposed into shared memory), split over keys when the batch is small.
 #include <algorithm>
+#include <atomic>
 #include <cmath>
 #include <cstdlib>
 #include <cstring>
@@ -114,7 +115,7 @@ void sparse_mla_decode(const SparseMlaDecode& p, cudaStream_t stream) {
   if (!no_fused && mla_fused(p, stream)) return;   // V3.2-like layouts: one fused kernel (+ combine)
   const int64_t Kp = mla_kpad(p.K), tiles = Kp / kKeys;
   const int64_t hg = ceil_div(p.H, kWarps * 16), base = (L / kDims) * hg * p.S;
-  int64_t splits = std::min<int64_t>(tiles, std::max<int64_t>(1, ceil_div(132 * 2, base)));
+  int64_t splits = batch_invariant() ? 1 : std::min<int64_t>(tiles, std::max<int64_t>(1, ceil_div(132 * 2, base)));
   const int tps = int(ceil_div(tiles, splits));
   splits = ceil_div(tiles, tps);
   const size_t score_bytes = size_t(p.S * p.H * Kp) * 2;
@@ -132,6 +133,19 @@ void sparse_mla_decode(const SparseMlaDecode& p, cudaStream_t stream) {
     CUDA_CHECK_LAUNCH();
   }
 }
+
+namespace {
+std::atomic<bool>& batch_invariant_flag() {
+  static std::atomic<bool> f{[] {
+    const char* v = std::getenv("DSA_BATCH_INVARIANT");
+    return v && std::strcmp(v, "0") != 0 && *v;
+  }()};
+  return f;
+}
+}  // namespace
+
+bool batch_invariant() { return batch_invariant_flag().load(std::memory_order_relaxed); }
+void set_batch_invariant(bool on) { batch_invariant_flag().store(on); }
 
 MlaOptions& mla_options() {
   static MlaOptions o = [] {

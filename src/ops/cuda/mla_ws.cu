@@ -737,6 +737,8 @@ bool mla_ws(const SparseMlaDecode& p, cudaStream_t stream) {
   int64_t splits = 1;
   if (forced > 0) {
     splits = std::min(smax, forced);
+  } else if (batch_invariant()) {
+    splits = 1;
   } else {
     double best = 1e300;
     for (int64_t c = 1; c <= smax; ++c) {
