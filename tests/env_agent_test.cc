@@ -12,6 +12,7 @@
 #include "env/agent.h"
 #include "env/synth.h"
 #include "model/make_model.h"
+#include "rl/episodes.h"
 #include "ops/backends.h"
 #include "text/chat_encoding.h"
 #include "text/chat_input.h"
@@ -116,6 +117,13 @@ TEST(EnvAgent, EnginePolicyRunsConcurrentEpisodesAndRecordsLogprobs) {
       EXPECT_FALSE(e.end.empty());
       EXPECT_NE(e.end, "policy_error") << e.detail;
       ASSERT_FALSE(e.records.empty());
+      // The episode as one GRPO sample (rl/episodes.h): every turn extends the history.
+      rl::Sample smp;
+      ASSERT_TRUE(rl::episode_sample(e, smp)) << e.task_id;
+      size_t n = 0;
+      for (const auto& r : e.records) n += r.tokens.size();
+      EXPECT_EQ(size_t(std::count(smp.loss_mask.begin(), smp.loss_mask.end(), 1)), n);
+      EXPECT_EQ(smp.experts->layers.size(), e.records.back().experts->layers.size());
       for (const auto& r : e.records) {
         EXPECT_FALSE(r.prompt.empty());
         EXPECT_EQ(r.logprobs.size(), r.tokens.size());

@@ -5,6 +5,7 @@
 
 #include <cmath>
 #include <cstdio>
+#include <future>
 #include <set>
 
 #include <fmt/format.h>
@@ -12,6 +13,7 @@
 #include "base/numeric.h"
 #include "model/train_step.h"
 #include "ops/backends.h"
+#include "rl/episodes.h"
 #include "rl/grpo.h"
 #include "rl/rollouts.h"
 #ifdef DSA_RL_CUDA
@@ -365,6 +367,86 @@ TEST_P(GrpoTest, RolloutLogprobsEqualTheTrainersBeforeTheFirstUpdate) {
     EXPECT_NEAR(st.kl, 0.0, cuda && !invariant ? 1e-3 : 1e-12);   // π_ref = π_θ = π_old
   }
   }
+}
+
+// One engine request recorded the way the agent loop's EnginePolicy records a turn.
+env::TurnRecord record_turn(Engine& engine, const std::vector<int32_t>& prompt, uint64_t seed) {
+  env::TurnRecord t;
+  t.prompt = prompt;
+  t.mask_offsets = {0};
+  std::promise<GenResult> done;
+  GenRequest r;
+  r.prompt = prompt;
+  r.max_tokens = 7;
+  r.sampling = SamplingParams{.temperature = 1.0f, .top_k = 0, .top_p = 0.9f, .seed = seed};
+  r.record_mask = r.record_experts = true;
+  r.on_sample = [&t](const SampleInfo& si) {
+    t.tokens.push_back(si.token);
+    t.logprobs.push_back(si.logprob);
+    t.logprobs_kept.push_back(si.logprob_kept);
+    t.loss_mask.push_back(1);
+    t.mask_ids.insert(t.mask_ids.end(), si.mask->begin(), si.mask->end());
+    t.mask_offsets.push_back(int64_t(t.mask_ids.size()));
+  };
+  r.on_done = [&done](const GenResult& g) { done.set_value(g); };
+  engine.submit(std::move(r));
+  t.experts = done.get_future().get().experts;
+  return t;
+}
+
+// A three-turn episode (sampled ids, then given "tool result" ids, sampled again, ...) as one
+// sample: the given tokens carry loss mask 0, the trainer's log-probs of every sampled id equal
+// the engine's (the later turns' prompt rows partly from the prefix cache), and a turn whose
+// prompt does not extend the history is refused.
+TEST_P(GrpoTest, MultiTurnEpisodeIsOneSampleWithTheGivenTokensMaskedOut) {
+  Trainee s(ops());
+  const bool cuda = GetParam() == "cuda";
+  BatchInvariant bi(true);
+  test::Rng rng(31);
+  std::vector<int32_t> prompt;
+  for (int i = 0; i < 13; ++i) prompt.push_back(rng.uni(0, int(s.cfg.vocab_size) - 1));
+  env::Episode ep;
+  {
+    EngineOptions eo = small_engine();
+    Engine engine(*s.model, eo);
+    std::vector<int32_t> seq = prompt;
+    for (int turn = 0; turn < 3; ++turn) {
+      ep.records.push_back(record_turn(engine, seq, 100 + uint64_t(turn)));
+      const env::TurnRecord& t = ep.records.back();
+      seq.insert(seq.end(), t.tokens.begin(), t.tokens.end());
+      for (int i = 0; i < 4 + turn; ++i) seq.push_back(rng.uni(0, int(s.cfg.vocab_size) - 1));  // the tool's reply
+    }
+  }
+  Sample x;
+  ASSERT_TRUE(rl::episode_sample(ep, x));
+  const size_t given = 4 + 5, sampled = ep.records[0].tokens.size() + ep.records[1].tokens.size() + ep.records[2].tokens.size();
+  ASSERT_EQ(x.tokens.size(), given + sampled);
+  EXPECT_EQ(size_t(std::count(x.loss_mask.begin(), x.loss_mask.end(), 1)), sampled);
+  EXPECT_EQ(x.prompt, prompt);
+  EXPECT_EQ(std::vector<int32_t>(x.tokens.end() - int64_t(ep.records[2].tokens.size()), x.tokens.end()), ep.records[2].tokens);
+  train::AdamW adam(*s.params, {}, {".*indexer.*", "model\\.layers\\.2\\..*"});
+  GrpoConfig c;
+  rl::Grpo grpo(*s.model, *s.params, adam, c);
+  std::vector<Sample> b = {x, x};
+  b[0].reward = 1;
+  b[1].reward = 0;
+  const size_t g = size_t(std::find(x.loss_mask.begin(), x.loss_mask.end(), 0) - x.loss_mask.begin());
+  ASSERT_LT(g, x.tokens.size());
+  b[1].logp[g] = b[1].logp_kept[g] = 123.0;  // the given tokens' entries are never read
+  const rl::GrpoStats st = grpo.update(b, 1e-3);
+  EXPECT_EQ(st.tokens, int64_t(2 * sampled));
+  EXPECT_EQ(st.mismatch_tokens, int64_t(2 * sampled));
+  if (!cuda) {
+    EXPECT_EQ(st.mismatch_max, 0.0);
+  }
+  std::printf("multi-turn sample: %zu sampled + %zu given tokens, rollout vs trainer max |dlogp| %.3g\n", sampled, given,
+              st.mismatch_max);
+  env::Episode broken = ep;
+  broken.records[1].prompt[3] ^= 1;  // not the history any more
+  EXPECT_FALSE(rl::episode_sample(broken, x));
+  broken = ep;
+  broken.records[2].experts = nullptr;
+  EXPECT_FALSE(rl::episode_sample(broken, x));
 }
 
 // GRPO on a trivial verifiable task: reward = the share of sampled ids divisible by 4 (a random

@@ -77,12 +77,14 @@ SeqObjective sequence_objective(const GrpoConfig& c, double advantage, const std
   return o;
 }
 
-// One sample as a trainer batch: prompt + sampled ids (T = their count - 1); the sampled ids are
-// the targets P-1 .. P+G-2.
+// One sample as a trainer batch: prompt + tokens (T = their count - 1); token j of `tokens` is
+// target P-1+j, and the sampled ones (loss mask 1) are the objective's rows.
 struct Grpo::Prepared {
   TrainBatch batch;
-  int64_t P = 0, G = 0;
-  std::vector<int64_t> off;  // kept sets over the T targets (empty rows for the prompt's)
+  int64_t P = 0;
+  std::vector<int64_t> rows;  // targets of the sampled tokens
+  std::vector<double> lold;   // their log π_old (kept-set renormalised with keep-sampling-mask)
+  std::vector<int64_t> off;   // kept sets over the T targets (empty rows for the others)
   std::vector<int32_t> ids;
   std::vector<Decisions> replay;
   TrainOptions options(const GrpoConfig& c) const {
@@ -104,21 +106,35 @@ Grpo::Grpo(Model& model, Params& params, train::AdamW& opt, GrpoConfig cfg)
 Grpo::Prepared Grpo::prepare(const Sample& s) const {
   const int64_t P = int64_t(s.prompt.size()), G = int64_t(s.tokens.size());
   DSA_CHECK(P > 0 && G > 0, "grpo: a sample needs a prompt and a sampled token");
-  DSA_CHECK(int64_t(s.logp.size()) == G, "grpo: {} log-probs for {} sampled ids", s.logp.size(), G);
+  DSA_CHECK(int64_t(s.logp.size()) == G, "grpo: {} log-probs for {} tokens", s.logp.size(), G);
+  DSA_CHECK(s.loss_mask.empty() || int64_t(s.loss_mask.size()) == G, "grpo: {} loss-mask entries for {} tokens",
+            s.loss_mask.size(), G);
+  const bool ksm = cfg_.keep_sampling_mask;
+  if (ksm)
+    DSA_CHECK(int64_t(s.mask_offsets.size()) == G + 1 && int64_t(s.logp_kept.size()) == G &&
+                  s.mask_offsets.back() == int64_t(s.mask_ids.size()),
+              "grpo: keep-sampling-mask needs the sampling masks and kept log-probs of every sampled id");
   Prepared p;
-  p.P = P, p.G = G;
+  p.P = P;
   p.batch.B = 1;
   p.batch.T = P + G - 1;
   p.batch.tokens = s.prompt;
   p.batch.tokens.insert(p.batch.tokens.end(), s.tokens.begin(), s.tokens.end());
-  if (cfg_.keep_sampling_mask) {
-    DSA_CHECK(int64_t(s.mask_offsets.size()) == G + 1 && int64_t(s.logp_kept.size()) == G &&
-                  s.mask_offsets.back() == int64_t(s.mask_ids.size()),
-              "grpo: keep-sampling-mask needs the sampling masks and kept log-probs of every sampled id");
-    p.off.assign(size_t(P), 0);  // targets 0 .. P-2 (empty) and the first sampled one's start
-    for (int64_t j = 1; j <= G; ++j) p.off.push_back(s.mask_offsets[size_t(j)] - s.mask_offsets[0]);
-    p.ids.assign(s.mask_ids.begin() + s.mask_offsets[0], s.mask_ids.end());
+  if (ksm) p.off.assign(size_t(P), 0);  // targets 0 .. P-2 (empty) and the first token's start
+  for (int64_t j = 0; j < G; ++j) {
+    const bool sampled = s.loss_mask.empty() || s.loss_mask[size_t(j)] != 0;
+    if (sampled) {
+      p.rows.push_back(P - 1 + j);
+      p.lold.push_back(ksm ? s.logp_kept[size_t(j)] : s.logp[size_t(j)]);
+    }
+    if (ksm) {
+      if (sampled)  // given tokens (tool results) keep an empty set: they are not the sampler's
+        p.ids.insert(p.ids.end(), s.mask_ids.begin() + s.mask_offsets[size_t(j)],
+                     s.mask_ids.begin() + s.mask_offsets[size_t(j + 1)]);
+      p.off.push_back(int64_t(p.ids.size()));
+    }
   }
+  DSA_CHECK(!p.rows.empty(), "grpo: a sample without a sampled token (its loss mask is all 0)");
   if (cfg_.keep_routing) {
     DSA_CHECK(s.experts, "grpo: keep-routing needs the experts the engine chose (record_experts)");
     p.replay = {*s.experts};
@@ -129,7 +145,9 @@ Grpo::Prepared Grpo::prepare(const Sample& s) const {
 std::vector<double> Grpo::sampled_logprobs(const Prepared& p) {
   TrainStep step(m_, p_);
   const TrainResult r = step.evaluate(p.batch, p.options(cfg_));
-  return std::vector<double>(r.logprobs.begin() + (p.P - 1), r.logprobs.end());
+  std::vector<double> lt;
+  for (int64_t r0 : p.rows) lt.push_back(r.logprobs[size_t(r0)]);
+  return lt;
 }
 
 GrpoStats Grpo::update(std::vector<Sample>& batch, double lr) {
@@ -139,17 +157,15 @@ GrpoStats Grpo::update(std::vector<Sample>& batch, double lr) {
   std::vector<Prepared> prep;
   prep.reserve(N);
   for (const Sample& s : batch) prep.push_back(prepare(s));
-  auto old_of = [&](size_t i) -> const std::vector<double>& {
-    return cfg_.keep_sampling_mask ? batch[i].logp_kept : batch[i].logp;
-  };
 
   GrpoStats st;
   st.samples = int64_t(N);
-  for (const Sample& s : batch) {
+  for (size_t i = 0; i < N; ++i) {
+    const Sample& s = batch[i];
     st.reward += s.reward / double(N);
     st.pass_rate += (s.pass ? 1.0 : 0.0) / double(N);
-    st.tokens += int64_t(s.tokens.size());
-    for (double l : s.logp) st.entropy -= l;
+    st.tokens += int64_t(prep[i].rows.size());
+    for (int64_t r : prep[i].rows) st.entropy -= s.logp[size_t(r - prep[i].P + 1)];
   }
   st.mean_length = double(st.tokens) / double(N);
   st.entropy /= double(st.tokens);
@@ -165,7 +181,7 @@ GrpoStats Grpo::update(std::vector<Sample>& batch, double lr) {
   if (cfg_.check_mismatch) {
     for (size_t i = 0; i < N; ++i) {
       const std::vector<double> lt = sampled_logprobs(prep[i]);
-      const std::vector<double>& lo = old_of(i);
+      const std::vector<double>& lo = prep[i].lold;
       for (size_t t = 0; t < lt.size(); ++t) {
         const double d = std::fabs(lt[t] - lo[t]);
         st.mismatch_max = std::max(st.mismatch_max, d);
@@ -189,10 +205,10 @@ GrpoStats Grpo::update(std::vector<Sample>& batch, double lr) {
       TrainOptions o = p.options(cfg_);
       SeqObjective so;
       o.objective = [&](const std::vector<double>& logp, std::vector<float>& dlogp) {
-        const std::vector<double> lt(logp.begin() + (p.P - 1), logp.end());
-        std::vector<double> dlt;
-        so = sequence_objective(cfg_, batch[i].advantage, old_of(i), lt, lref.empty() ? nullptr : &lref[i], w, dlt);
-        for (int64_t j = 0; j < p.G; ++j) dlogp[size_t(p.P - 1 + j)] = float(dlt[size_t(j)]);
+        std::vector<double> lt, dlt;
+        for (int64_t r : p.rows) lt.push_back(logp[size_t(r)]);
+        so = sequence_objective(cfg_, batch[i].advantage, p.lold, lt, lref.empty() ? nullptr : &lref[i], w, dlt);
+        for (size_t j = 0; j < p.rows.size(); ++j) dlogp[size_t(p.rows[j])] = float(dlt[j]);
         return so.loss;
       };
       TrainStep step(m_, p_);
@@ -201,7 +217,7 @@ GrpoStats Grpo::update(std::vector<Sample>& batch, double lr) {
       masked += so.masked;
       clipped += so.clipped;
       kl += so.kl;
-      tokens_seen += p.G;
+      tokens_seen += int64_t(p.rows.size());
     }
     const train::StepStats ss = opt_.step(step_++, lr);
     m_.set_weights(p_.forward_weights());

@@ -30,10 +30,13 @@ struct GrpoConfig {
 // One sampled response (rollouts.h fills it from the engine).
 struct Sample {
   int64_t group = 0;                     // samples of one prompt share a group
-  std::vector<int32_t> prompt, tokens;   // tokens: the sampled ids, a sampled stop id included
-  std::vector<double> logp, logp_kept;   // the engine's log-probs at sampling time (SampleInfo)
+  std::vector<int32_t> prompt, tokens;   // tokens: what follows the prompt (sampled ids, a stop id included)
+  // Per token of `tokens`: 1 = sampled by the policy (trained), 0 = given (a multi-turn episode's
+  // tool results and the template between turns: no ratio, no gradient). Empty: all sampled.
+  std::vector<uint8_t> loss_mask;
+  std::vector<double> logp, logp_kept;   // per token: the engine's log-probs at sampling time (SampleInfo); 0 where given
   std::vector<int64_t> mask_offsets;     // keep-sampling-mask, CSR over tokens (tokens.size() + 1)
-  std::vector<int32_t> mask_ids;         //   an empty row: nothing was cut
+  std::vector<int32_t> mask_ids;         //   an empty row: nothing was cut (given tokens: ignored)
   std::shared_ptr<const Decisions> experts;  // keep-routing: prompt + tokens - 1 rows
   double reward = 0;
   bool pass = false;                     // the verifier accepted it (for the pass rate)
