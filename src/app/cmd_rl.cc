@@ -102,6 +102,7 @@ void add_rl_command(CLI::App& app) {
   gr->add_option("--minibatches", c.grpo.minibatches, "Optimiser updates per rollout batch")->check(CLI::Range(1, 4096));
   gr->add_flag("--no-mismatch-check", g->no_check, "Skip the rollout/trainer log-prob comparison before each step");
   gr->add_flag("--batch-invariant", g->invariant, "CUDA: batch-invariant kernels (rollout and trainer log-probs equal)");
+  gr->add_option("--page-size", c.engine.page_size, "Engine: KV page size (tokens)")->check(CLI::Range(int64_t(1), int64_t(4096)));
   gr->add_option("--max-batch", c.engine.max_batch, "Engine: sequences decoded together")->check(CLI::Range(int64_t(1), int64_t(4096)));
   gr->add_option("--freeze", c.freeze, "Parameter regexes left alone (default: indexers and the MTP block)");
   gr->add_option("--out,-o", c.out, "Run directory: metrics.jsonl, metrics.csv, reward.png, export/");
