@@ -81,7 +81,15 @@ void add_rl_command(CLI::App& app) {
   gr->add_option("--preset", c.preset, "Random-init preset (micro, tiny, demo, ...)");
   gr->add_option("--init-seed", c.init_seed, "Random-init seed");
   gr->add_option("--backend", c.backend, "ref | cpu | cuda");
-  gr->add_option("--task", c.task, "Verifiable task (mod4: reward = share of sampled ids divisible by 4)");
+  gr->add_option("--task", c.task, "Verifiable task: mod4 (reward = share of sampled ids divisible by 4) or env (the environments' tasks through the agent loop)");
+  gr->add_option("--env", c.env_file, "--task env: spec file (default: synthesized from --env-seed)");
+  gr->add_option("--env-seed", c.env_seed, "--task env: synthesizer seed");
+  gr->add_option("--tokenizer", c.tokenizer, "--task env: tokenizer.json (default: $DSA_TOKENIZER or third_party/tokenizer)");
+  gr->add_option("--max-turns", c.agent.max_turns, "--task env: assistant turns per episode")->check(CLI::Range(1, 1000));
+  gr->add_option("--max-turn-tokens", c.agent.max_turn_tokens, "--task env: sampled ids per turn")->check(CLI::Range(int64_t(1), int64_t(1) << 20));
+  gr->add_option("--episode-tokens", c.agent.max_tokens, "--task env: sampled ids per episode")->check(CLI::Range(int64_t(1), int64_t(1) << 24));
+  gr->add_option("--format-reward", c.format_reward, "--task env: reward for ending with a well-formed answer");
+  gr->add_option("--length-penalty", c.length_penalty, "--task env: reward minus this x sampled ids / --episode-tokens");
   gr->add_option("--steps", c.steps, "GRPO steps (rollout batch + updates)")->check(CLI::Range(1, 1000000));
   gr->add_option("--prompts", c.prompts, "Prompts per step")->check(CLI::Range(1, 4096));
   gr->add_option("--prompt-len", c.prompt_len, "Ids of the shortest prompt (prompt i has 3 i more)")->check(CLI::Range(1, 100000));
@@ -127,6 +135,7 @@ void add_rl_command(CLI::App& app) {
       fmt::print("{} steps in {:.1f} s ({:.1f} s rollouts, {:.1f} s updates): reward {:.3f} -> {:.3f}; "
                  "rollout/trainer max |dlogp| {:.3g}\n",
                  s.steps, s.seconds, s.rollout_seconds, s.update_seconds, s.first_reward, s.last_reward, s.mismatch_max);
+      if (s.dropped) fmt::print("{} episodes dropped (a turn did not extend the history token for token)\n", s.dropped);
       fmt::print("metrics {0}/metrics.csv, curve {0}/reward.png{1}\n", c.out, s.export_dir.empty() ? "" : ", export " + s.export_dir);
     });
   });

@@ -3,12 +3,16 @@
 
 #include <fmt/format.h>
 
+#include <algorithm>
 #include <chrono>
 #include <filesystem>
 #include <fstream>
 #include <random>
 
 #include "base/error.h"
+#include "env/synth.h"
+#include "rl/episodes.h"
+#include "text/chat_input.h"
 #include <nlohmann/json.hpp>
 
 #include "io/safetensors.h"
@@ -26,8 +30,7 @@ namespace {
 using Clock = std::chrono::steady_clock;
 double since(Clock::time_point t) { return std::chrono::duration<double>(Clock::now() - t).count(); }
 
-void score(const std::string& task, Sample& s) {
-  DSA_CHECK(task == "mod4", "rl: unknown task \"{}\" (known: mod4)", task);
+void score_mod4(Sample& s) {
   int hit = 0;
   for (int32_t t : s.tokens) hit += t % 4 == 0;
   s.reward = double(hit) / double(s.tokens.size());
@@ -38,7 +41,7 @@ void score(const std::string& task, Sample& s) {
 
 GrpoRunSummary run_grpo(const GrpoRunConfig& cfg, const std::function<void(const std::string&)>& log) {
   DSA_CHECK(cfg.steps >= 1 && cfg.prompts >= 1 && cfg.prompt_len >= 1, "rl: steps, prompts and prompt_len must be >= 1");
-  DSA_CHECK(cfg.task == "mod4", "rl: unknown task \"{}\" (known: mod4)", cfg.task);
+  DSA_CHECK(cfg.task == "mod4" || cfg.task == "env", "rl: unknown task \"{}\" (known: mod4, env)", cfg.task);
   const ops::OpTable& ops = ops::select_backend(cfg.backend);
   DSA_CHECK(ops.grad, "the {} backend has no training ops", ops.name);
   fs::create_directories(cfg.out);
@@ -69,10 +72,27 @@ GrpoRunSummary run_grpo(const GrpoRunConfig& cfg, const std::function<void(const
 
   std::mt19937_64 rng(cfg.seed);
   std::vector<std::vector<int32_t>> prompts;
-  for (int i = 0; i < cfg.prompts; ++i) {
+  for (int i = 0; cfg.task == "mod4" && i < cfg.prompts; ++i) {
     std::vector<int32_t> p;
     for (int j = 0; j < cfg.prompt_len + 3 * i; ++j) p.push_back(int32_t(rng() % uint64_t(mc.vocab_size)));
     prompts.push_back(p);
+  }
+  // env: the tasks (their refs point into `specs`), the tokenizer and the agent loop's policy.
+  std::vector<env::EnvSpec> specs;
+  std::vector<env::TaskRef> tasks;
+  std::unique_ptr<text::Tokenizer> tok;
+  if (cfg.task == "env") {
+    env::SynthOptions so;
+    so.seed = cfg.env_seed;
+    specs = cfg.env_file.empty() ? env::synthesize(so) : env::load_specs(cfg.env_file);
+    for (const env::TaskRef& t : env::prepare_tasks(specs))
+      if (t.task->split == "train") tasks.push_back(t);
+    DSA_CHECK(!tasks.empty(), "rl: no train-split task in the environments");
+    tok = std::make_unique<text::Tokenizer>(
+        text::Tokenizer::from_file(cfg.tokenizer.empty() ? text::default_tokenizer_path() : cfg.tokenizer));
+    DSA_CHECK(mc.vocab_size >= tok->id_limit(), "rl: the model's vocabulary ({}) is smaller than the tokenizer's ({})",
+              mc.vocab_size, tok->id_limit());
+    log(fmt::format("{} train tasks from {}", tasks.size(), cfg.env_file.empty() ? "the synthesizer" : cfg.env_file));
   }
 
   std::ofstream jl(fs::path(cfg.out) / "metrics.jsonl"), csv(fs::path(cfg.out) / "metrics.csv");
@@ -85,13 +105,45 @@ GrpoRunSummary run_grpo(const GrpoRunConfig& cfg, const std::function<void(const
   const auto t0 = Clock::now();
   {
     Engine engine(*model, cfg.engine);
+    std::unique_ptr<env::EnginePolicy> policy;
+    if (tok) {
+      SamplingParams sp = cfg.rollout.sampling;
+      sp.seed = cfg.seed;
+      policy = std::make_unique<env::EnginePolicy>(engine, *tok, int32_t(mc.eos_token_id), sp, true);
+    }
     for (int step = 0; step < cfg.steps; ++step) {
-      RolloutOptions ro = cfg.rollout;
-      ro.sampling.seed = cfg.rollout.sampling.seed + uint64_t(step) * 1000003u;
       const auto tr = Clock::now();
-      std::vector<Sample> batch = sample_groups(engine, prompts, ro);
-      for (Sample& s : batch) score(cfg.task, s);
+      std::vector<Sample> batch;
+      if (cfg.task == "mod4") {
+        RolloutOptions ro = cfg.rollout;
+        ro.sampling.seed = cfg.rollout.sampling.seed + uint64_t(step) * 1000003u;
+        batch = sample_groups(engine, prompts, ro);
+        for (Sample& s : batch) score_mod4(s);
+      } else {
+        std::vector<env::TaskRef> sel;
+        for (int i = 0; i < cfg.prompts; ++i) sel.push_back(tasks[size_t(step * cfg.prompts + i) % tasks.size()]);
+        const int G = cfg.rollout.group_size;
+        const std::vector<env::Episode> eps =
+            env::run_episodes(sel, G, *policy, cfg.agent, std::min(64, cfg.prompts * G));
+        for (size_t e = 0; e < eps.size(); ++e) {
+          Sample s;
+          if (!episode_sample(eps[e], s)) {
+            ++sum.dropped;
+            continue;
+          }
+          s.group = int64_t(step) * cfg.prompts + int64_t(e / size_t(G));
+          s.pass = eps[e].pass;
+          const int64_t sampled = int64_t(std::count(s.loss_mask.begin(), s.loss_mask.end(), 1));
+          s.reward = (s.pass ? 1.0 : 0.0) + (eps[e].end == "answer" ? cfg.format_reward : 0.0) -
+                     cfg.length_penalty * double(sampled) / double(std::max<int64_t>(cfg.agent.max_tokens, 1));
+          batch.push_back(std::move(s));
+        }
+      }
       const double rs = since(tr);
+      if (batch.empty()) {
+        log(fmt::format("step {:3d}  no sample (every episode dropped)", step));
+        continue;
+      }
       const auto tu = Clock::now();
       const GrpoStats st = grpo.update(batch, cfg.lr);
       engine.flush_prefix_cache();  // cached prompt rows came from the old weights

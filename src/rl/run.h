@@ -8,6 +8,7 @@
 #include <string>
 #include <vector>
 
+#include "env/agent.h"
 #include "rl/grpo.h"
 #include "rl/rollouts.h"
 #include "runtime/engine.h"
@@ -22,9 +23,17 @@ struct GrpoRunConfig {
   std::string backend = "cpu";
   // The task. "mod4": prompts of random ids; reward = the share of sampled ids divisible by 4,
   // pass = reward >= 0.5 — a verifiable task any vocabulary has, for the stabilisers' ablations
-  // and the mismatch measurements.
+  // and the mismatch measurements. "env": the environments' tasks (env_file, or synthesized from
+  // env_seed; the train split) played by the agent loop on the engine (multi-turn episodes, one
+  // sample each); reward = pass (the task's verifier) + format_reward when the episode ended
+  // with a well-formed answer − length_penalty × sampled ids / agent.max_tokens.
   std::string task = "mod4";
-  int prompts = 4;                  // prompts per step (each sampled rollout.group_size times)
+  std::string env_file;             // spec file (.json / .jsonl); "" = synthesized
+  uint64_t env_seed = 1;
+  std::string tokenizer;            // "" = the default tokenizer.json
+  env::AgentOptions agent;          // turn and token budgets of an episode
+  double format_reward = 0.1, length_penalty = 0.0;
+  int prompts = 4;                  // prompts (tasks) per step, each sampled rollout.group_size times
   int prompt_len = 6;               // prompt i has prompt_len + 3 i ids
   int steps = 12;
   uint64_t seed = 1;                // prompts and sampling
@@ -45,6 +54,7 @@ struct GrpoRunSummary {
   double first_reward = 0, last_reward = 0;  // mean of the first / last two steps
   double mismatch_max = 0;                   // over every step (before each step's first update)
   double seconds = 0, rollout_seconds = 0, update_seconds = 0;
+  int64_t dropped = 0;                       // env episodes that could not become samples
   std::string export_dir;
 };
 
