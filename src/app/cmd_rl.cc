@@ -21,7 +21,8 @@ void add_rl_command(CLI::App& app) {
   CLI::App* cmd = app.add_subcommand("rl", "Post-training: SFT data, GRPO (docs/rl.md)");
   cmd->require_subcommand(1);
   struct Args {
-    std::string env_file, out, tokenizer, modes = "thinking,chat";
+    std::string env_file, out, tokenizer;
+    std::vector<std::string> modes = {"thinking", "chat"};
     env::SynthOptions synth;
     rl::SftDataOptions opt;
   };
@@ -32,19 +33,13 @@ void add_rl_command(CLI::App& app) {
   sd->add_option("--seed", a->synth.seed, "Seed when synthesizing");
   sd->add_option("-o,--out", a->out, "Output shard")->required();
   sd->add_option("--tokenizer", a->tokenizer, "tokenizer.json (default: $DSA_TOKENIZER or third_party/tokenizer)");
-  sd->add_option("--modes", a->modes, "thinking, chat or both (comma-separated)");
+  sd->add_option("--modes", a->modes, "thinking, chat or both (comma-separated)")->delimiter(',');
   sd->add_option("--split", a->opt.split, "Tasks of this split (train | heldout | all)");
   sd->add_option("--threads", a->opt.threads, "Episode threads")->check(CLI::Range(1, 256));
   sd->callback([a] {
     reporting("rl sft-data", [&] {
       a->opt.modes.clear();
-      std::vector<std::string> modes;
-      for (size_t b = 0; b <= a->modes.size();) {
-        const size_t e = std::min(a->modes.find(',', b), a->modes.size());
-        modes.push_back(a->modes.substr(b, e - b));
-        b = e + 1;
-      }
-      for (const std::string& m : modes) {
+      for (const std::string& m : a->modes) {
         DSA_CHECK(m == "thinking" || m == "chat", "--modes: unknown mode \"{}\" (thinking, chat)", m);
         a->opt.modes.push_back(m == "thinking");
       }

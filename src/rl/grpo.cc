@@ -178,21 +178,20 @@ GrpoStats Grpo::update(std::vector<Sample>& batch, double lr) {
     for (size_t i = 0; i < N; ++i) lref.push_back(sampled_logprobs(prep[i]));
     m_.set_weights(cur);
   }
-  if (cfg_.check_mismatch) {
-    for (size_t i = 0; i < N; ++i) {
-      const std::vector<double> lt = sampled_logprobs(prep[i]);
-      const std::vector<double>& lo = prep[i].lold;
-      for (size_t t = 0; t < lt.size(); ++t) {
-        const double d = std::fabs(lt[t] - lo[t]);
-        st.mismatch_max = std::max(st.mismatch_max, d);
-        st.mismatch_mean += d;
-      }
-      st.mismatch_tokens += int64_t(lt.size());
+  // The mismatch before any update: the first mini-batch's forward runs at the rollout weights, so
+  // its samples are compared inside it (no extra forward); the later ones are evaluated now.
+  const size_t nmb = std::min(size_t(cfg_.minibatches), N), first_end = N / nmb;
+  auto mismatch = [&](const std::vector<double>& lt, const std::vector<double>& lo) {
+    for (size_t t = 0; t < lt.size(); ++t) {
+      const double d = std::fabs(lt[t] - lo[t]);
+      st.mismatch_max = std::max(st.mismatch_max, d);
+      st.mismatch_mean += d;
     }
-    st.mismatch_mean /= double(st.mismatch_tokens);
-  }
+    st.mismatch_tokens += int64_t(lt.size());
+  };
+  if (cfg_.check_mismatch)
+    for (size_t i = first_end; i < N; ++i) mismatch(sampled_logprobs(prep[i]), prep[i].lold);
 
-  const size_t nmb = std::min(size_t(cfg_.minibatches), N);
   int64_t masked = 0, clipped = 0, tokens_seen = 0;
   double kl = 0;
   for (size_t k = 0; k < nmb; ++k) {
@@ -207,6 +206,7 @@ GrpoStats Grpo::update(std::vector<Sample>& batch, double lr) {
       o.objective = [&](const std::vector<double>& logp, std::vector<float>& dlogp) {
         std::vector<double> lt, dlt;
         for (int64_t r : p.rows) lt.push_back(logp[size_t(r)]);
+        if (k == 0 && cfg_.check_mismatch) mismatch(lt, p.lold);
         so = sequence_objective(cfg_, batch[i].advantage, p.lold, lt, lref.empty() ? nullptr : &lref[i], w, dlt);
         for (size_t j = 0; j < p.rows.size(); ++j) dlogp[size_t(p.rows[j])] = float(dlt[j]);
         return so.loss;
@@ -225,6 +225,7 @@ GrpoStats Grpo::update(std::vector<Sample>& batch, double lr) {
     st.loss += loss / double(nmb);
     ++st.updates;
   }
+  if (st.mismatch_tokens) st.mismatch_mean /= double(st.mismatch_tokens);
   st.masked = double(masked) / double(N);
   st.clipped = double(clipped) / double(tokens_seen);
   st.kl = kl / double(tokens_seen);

@@ -24,7 +24,7 @@ struct GrpoConfig {
   bool keep_sampling_mask = true;  // π_θ, π_ref and π_old renormalised over each draw's kept set
   int minibatches = 1;             // optimiser updates per rollout batch (the batch split in order)
   bool dense = false;              // trainer attention; false: the indexer's top-k, as the engine runs
-  bool check_mismatch = true;      // recompute every sample's log-probs before the first update
+  bool check_mismatch = true;      // every sample's trainer log-probs against the engine's before the first update
 };
 
 // One sampled response (rollouts.h fills it from the engine).

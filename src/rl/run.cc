@@ -179,7 +179,7 @@ GrpoRunSummary run_grpo(const GrpoRunConfig& cfg, const std::function<void(const
     sum.last_reward += rewards[n - 1 - i] / double(k);
   }
   train::Chart ch;
-  ch.title = fmt::format("GRPO on {} ({})", cfg.task, mc.vocab_size == 512 ? "micro" : init);
+  ch.title = fmt::format("GRPO on {} ({})", cfg.task, cfg.init.empty() ? cfg.preset + " preset" : cfg.init);
   ch.x_label = "step";
   ch.y_label = "mean reward";
   ch.series = {curve};
